@@ -1,0 +1,1 @@
+"""Admission: API keys, body limits, rate limits (RPM/TPM per key and model), the response cache."""

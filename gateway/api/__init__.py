@@ -1,0 +1,1 @@
+"""HTTP surface: OpenAI wire format, handlers, SSE framing, error bodies, decision headers."""

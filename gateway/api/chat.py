@@ -1,0 +1,280 @@
+"""POST /v1/chat/completions: admission → routing → execution → the answer (JSON or SSE).
+
+A raw ASGI endpoint: it reads the body once, forwards bytes where it can, and watches for the client
+going away so that an abandoned request cancels its upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+import orjson
+
+from gateway.admission.cache import StreamAssembler, cache_key, chunks_from_completion
+from gateway.admission.keys import authenticate
+from gateway.api import sse
+from gateway.api.headers import decision_headers
+from gateway.api.validate import parse_json, validate_chat
+from gateway.errors import ApiError, error_body
+from gateway.execution.degrade import canned_chunks, canned_completion
+from gateway.observability import metrics
+from gateway.observability.cost import cost_of
+from gateway.routing.request import ChatRequest
+from gateway.routing.router import NoRoute, UnknownModel
+
+log = logging.getLogger("gateway.chat")
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+async def read_body(receive, limit: int, declared: str | None) -> bytes:
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "Content-Length is not a number.", code="invalid_request") from None
+        if size > limit:
+            raise ApiError(413, f"The request body is {size} bytes; the limit is {limit}.", code="request_too_large")
+    parts, total = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError()
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, f"The request body is over the limit of {limit} bytes.", code="request_too_large")
+            parts.append(chunk)
+        if not message.get("more_body"):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class ChatCompletions:
+    def __init__(self, runtime) -> None:
+        self.rt = runtime
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["method"] != "POST":
+            await _send_error(send, ApiError(405, f"Method {scope['method']} is not allowed on this path; use POST.",
+                                             code="method_not_allowed", headers={"allow": "POST"}), [])
+            return
+        rt = self.rt
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given_id = headers.get("x-request-id")
+        request_id = given_id if given_id and _REQUEST_ID.match(given_id) else uuid.uuid4().hex
+        policy = rt.policies.current  # this request keeps this version to the end, whatever reloads happen
+        state = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
+        try:
+            raw = await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length"))
+            body = parse_json(raw)
+            model, messages, stream = validate_chat(body)
+            key = authenticate(policy, headers)
+            request = ChatRequest(body, raw, model, stream, messages, headers, key.name if key else None,
+                                  key.group if key else None, request_id)
+            try:
+                decision, plan, signals = await rt.router.decide(policy, request)
+            except UnknownModel:
+                raise ApiError(404, f"The model '{model}' does not exist. Use 'auto' or one of: "
+                                    f"{', '.join(policy.model_names())}.", param="model",
+                               code="model_not_found") from None
+            except NoRoute:
+                raise ApiError(400, f"No route of the policy matches this request for model '{model}'.",
+                               param="model", code="no_route") from None
+            state["decision"], state["reference"], state["key"] = decision, plan.reference, request.key_name
+            if decision.score is not None:
+                metrics.CLASSIFIER_SCORE.observe(decision.score)
+            estimate = signals.estimated_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            counted = await rt.limiter.admit(policy, key, plan.targets[0].name if plan.targets else None, estimate)
+            if plan.cache is not None:
+                ckey = cache_key(body, tuple(t.name for t in plan.targets), policy.content_hash, request.key_name)
+                cached = await rt.store.cache_get(ckey)
+                metrics.CACHE.labels("hit" if cached else "miss").inc()
+                state["cache"] = "hit" if cached else "miss"
+                if cached is not None:
+                    extra = decision_headers(request_id, policy.version, decision) + [(b"x-gateway-cache", b"hit")]
+                    await _answer_cached(send, request, cached, extra)
+                    state["status"] = 200
+                    return
+            else:
+                ckey = None
+            outcome = await _cancel_on_disconnect(receive, rt.executor.run(request, plan, policy.breaker))
+            state["outcome"] = outcome
+            await self._respond(send, receive, request, policy, decision, plan, outcome, state, counted, estimate,
+                                ckey, key)
+        except ApiError as exc:
+            state["status"] = exc.status
+            await _send_error(send, exc, decision_headers(request_id, policy.version, state["decision"]))
+        except asyncio.CancelledError:
+            state["status"] = 499  # the client went away; the upstream call was cancelled with us
+            if not _cancelled_by_disconnect():
+                raise
+        finally:
+            rt.finish_request(request_id, policy, state, time.perf_counter() - started)
+
+    async def _respond(self, send, receive, request, policy, decision, plan, outcome, state, counted, estimate,
+                       ckey, key) -> None:
+        rt = self.rt
+        if outcome.client_error is not None:
+            error = outcome.client_error
+            state["status"] = error.status or 400
+            body = error.body if isinstance(error.body, dict) and isinstance(error.body.get("error"), dict) else None
+            payload = orjson.dumps(body) if body else error_body(error.message, "invalid_request_error", None, error.kind)
+            await send({"type": "http.response.start", "status": state["status"],
+                        "headers": _JSON_HEADERS + decision_headers(request.request_id, policy.version, decision, outcome)})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        if outcome.failed is not None:
+            await self._degrade(send, request, policy, decision, plan, outcome, state)
+            return
+        extra = decision_headers(request.request_id, policy.version, decision, outcome)
+        if state["cache"] == "miss":
+            extra.append((b"x-gateway-cache", b"miss"))
+        model = outcome.model
+        if outcome.completion is not None:
+            completion = outcome.completion
+            cost = cost_of(model, completion.usage)
+            extra.append((b"x-gateway-cost", f"{cost:.8f}".encode()))
+            state["status"] = 200
+            await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS + extra})
+            await send({"type": "http.response.body", "body": completion.body})
+            state["usage"] = completion.usage
+            if ckey is not None:
+                await rt.store.cache_set(ckey, completion.body, plan.cache.ttl)
+        else:
+            state["status"] = 200
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + extra})
+            assembler = StreamAssembler() if ckey is not None else None
+            await _cancel_on_disconnect(receive, self._pump(send, outcome, assembler, state))
+            state["usage"] = outcome.stream.usage
+            if assembler is not None and state.get("stream_ok"):
+                completion = assembler.completion()
+                if completion is not None:
+                    await rt.store.cache_set(ckey, completion, plan.cache.ttl)
+        usage = state.get("usage")
+        if usage is not None:
+            await rt.limiter.correct(counted, estimate, usage.total_tokens)
+
+    async def _pump(self, send, outcome, assembler, state) -> None:
+        """Send the stream's chunks; a failure after the first chunk ends it with an error event and [DONE]."""
+        stream = outcome.stream
+        try:
+            payload = outcome.first_chunk
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + (outcome.deadline - time.monotonic())):
+                while True:
+                    if assembler is not None:
+                        assembler.add(payload)
+                    await send({"type": "http.response.body", "body": sse.event(payload), "more_body": True})
+                    try:
+                        payload = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+            state["stream_ok"] = True
+            await send({"type": "http.response.body", "body": sse.DONE})
+        except TimeoutError:
+            state["stream_error"] = "deadline"
+            await send({"type": "http.response.body", "body": sse.error_event(
+                "The request deadline passed while streaming.", "timeout_error", "deadline_exceeded") + sse.DONE})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any upstream failure mid-stream becomes an explicit event
+            kind = getattr(exc, "kind", "stream_error")
+            state["stream_error"] = kind
+            if not hasattr(exc, "kind"):
+                log.exception("stream failed")
+            await send({"type": "http.response.body", "body": sse.error_event(
+                f"The upstream stream failed after it started: {getattr(exc, 'message', exc)}", "api_error",
+                kind) + sse.DONE})
+        finally:
+            await stream.aclose()
+            outcome.release()
+
+    async def _degrade(self, send, request, policy, decision, plan, outcome, state) -> None:
+        rt = self.rt
+        error = outcome.failed
+        reason = f"{error.kind}: {error.message}"[:180]
+        state["degraded"] = reason
+        metrics.DEGRADED.labels(plan.route, error.kind).inc()
+        rt.handoff.send(plan.degrade, {"request_id": request.request_id, "route": plan.route, "reason": reason,
+                                       "messages": request.messages, "key": request.key_name})
+        extra = decision_headers(request.request_id, policy.version, decision, outcome, degraded=reason)
+        retry_after = plan.degrade.retry_after
+        if retry_after is not None:
+            extra.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+        reply = plan.degrade.reply
+        if reply is None:
+            state["status"] = 503
+            if retry_after is None:
+                extra.append((b"retry-after", b"30"))
+            await _send_error(send, ApiError(503, f"Every target of route '{plan.route}' failed ({reason}).",
+                                             code="upstreams_unavailable"), extra)
+            return
+        state["status"] = 200
+        if request.stream:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + extra})
+            frames = b"".join(sse.event(c) for c in canned_chunks(reply, "gateway-degraded", request.include_usage))
+            await send({"type": "http.response.body", "body": frames + sse.DONE})
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS + extra})
+            await send({"type": "http.response.body", "body": canned_completion(reply, "gateway-degraded")})
+
+
+async def _answer_cached(send, request: ChatRequest, cached: bytes, extra) -> None:
+    if request.stream:
+        frames = b"".join(sse.event(c) for c in chunks_from_completion(cached, request.include_usage))
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + extra})
+        await send({"type": "http.response.body", "body": frames + sse.DONE})
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS + extra})
+        await send({"type": "http.response.body", "body": cached})
+
+
+async def _send_error(send, exc: ApiError, extra) -> None:
+    headers = _JSON_HEADERS + list(extra) + [(k.encode(), str(v).encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": exc.body()})
+
+
+_DISCONNECTED = "gateway-client-disconnected"
+
+
+async def _cancel_on_disconnect(receive, awaitable):
+    """Run `awaitable`; if the client disconnects meanwhile, cancel it (and the upstream call with it)."""
+    task = asyncio.current_task()
+    finished = False
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not finished:
+                    task.cancel(_DISCONNECTED)
+                return
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await awaitable
+    finally:
+        finished = True
+        watcher.cancel()
+
+
+def _cancelled_by_disconnect() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0 and _DISCONNECTED in _cancel_messages(task)
+
+
+def _cancel_messages(task) -> str:
+    # The cancel message is not public API; a cancel that is not ours propagates anyway.
+    try:
+        return str(getattr(task, "_cancel_message", "") or "")
+    except Exception:  # noqa: BLE001
+        return ""

@@ -1,0 +1,232 @@
+"""Wiring: build every part from the settings and the policy, and mount the HTTP routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.admission.limits import RateLimiter
+from gateway.api.admin import admin_endpoints
+from gateway.api.chat import ChatCompletions
+from gateway.api.meta import health_endpoints, models_endpoint
+from gateway.errors import ApiError
+from gateway.execution.breaker import Breakers
+from gateway.execution.degrade import HandOff
+from gateway.execution.executor import Executor
+from gateway.observability import metrics
+from gateway.observability.cost import cost_of
+from gateway.observability.logs import RequestLog, audit
+from gateway.observability.usage import Accountant
+from gateway.policy.reload import PolicyHolder
+from gateway.providers.registry import Providers
+from gateway.routing.router import Router
+from gateway.settings import Settings
+from gateway.state import make_store
+
+log = logging.getLogger("gateway")
+
+
+class ScoringKind:
+    """One classifier kind, with concurrent requests scored in batches."""
+
+    def __init__(self, scorer) -> None:
+        from gateway.classify import MicroBatcher
+
+        self.scorer = scorer
+        self.default_threshold = scorer.default_threshold
+        self._batcher = MicroBatcher(scorer)
+
+    async def score(self, text: str) -> float:
+        started = time.perf_counter()
+        value = await self._batcher.score(text)
+        metrics.CLASSIFIER_LATENCY.observe(time.perf_counter() - started)
+        return value
+
+    def threshold_for_share(self, cloud_share: float) -> float:
+        return self.scorer.threshold_for_share(cloud_share)
+
+
+class Runtime:
+    """Everything a request needs, built once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from gateway.classify import load_scorer
+
+        self.settings = settings
+        self.policies = PolicyHolder(settings.policy, on_result=self._on_reload)
+        self.store = make_store(settings.redis_url, timeout_s=settings.redis_timeout) if settings.redis_url \
+            else make_store(None)
+        # The shipped classifier loads at start-up, so a missing or broken model stops the start here.
+        self._scoring = {"onnx": ScoringKind(load_scorer("onnx", settings.classifier_model or None)),
+                         "length": ScoringKind(load_scorer("length"))}
+        self.providers = Providers()
+        self.breakers = Breakers(self.store)
+        self.router = Router(self._scoring.__getitem__,
+                             edge_load=lambda name: self.providers.edge_load(self.policies.current, name))
+        self.executor = Executor(self.providers, self.breakers)
+        self.limiter = RateLimiter(self.store)
+        self.accountant = Accountant(self.store)
+        self.handoff = HandOff(self.providers.session)
+        self.request_log = RequestLog(enabled=settings.log_requests)
+        self._background: set[asyncio.Task] = set()
+        self.recent: list[dict] = []  # the last requests, for the dashboard's percentiles
+
+    def scoring_status(self) -> dict:
+        return {kind: getattr(s.scorer, "version", kind) for kind, s in self._scoring.items()}
+
+    def _on_reload(self, result, holder) -> None:
+        metrics.POLICY_RELOADS.labels("ok" if result.ok else "rejected").inc()
+        audit("policy_reload", ok=result.ok, trigger=result.trigger, version=holder.current.version,
+              errors=result.errors)
+
+    async def start(self) -> None:
+        if self.settings.watch_policy:
+            self.policies.start_watching()
+        await self.providers.start(self.policies.current)
+
+    async def stop(self) -> None:
+        await self.policies.stop()
+        await self.handoff.drain()
+        for task in list(self._background):
+            task.cancel()
+        await self.providers.aclose()
+        await self.store.aclose()
+
+    def finish_request(self, request_id: str, policy, state: dict, elapsed: float) -> None:
+        """Metrics, the request log line and usage accounting; runs after the answer was sent."""
+        decision, outcome = state["decision"], state["outcome"]
+        model = outcome.model if outcome is not None else None
+        route = decision.route if decision is not None else "-"
+        tier = model.tier if model is not None else (decision.tier if decision is not None else "-")
+        status = state["status"]
+        degraded = state["degraded"] is not None
+        metrics.REQUESTS.labels(route, tier, model.name if model else "-", str(status),
+                                "true" if degraded else "false").inc()
+        usage = state.get("usage")
+        cost = cost_of(model, usage) if model is not None else 0.0
+        record = {"request_id": request_id, "policy_version": policy.version, "route": route, "tier": tier,
+                  "model": model.name if model else None, "status": status, "latency_ms": round(elapsed * 1e3, 3),
+                  "score": decision.score if decision is not None else None,
+                  "attempts": outcome.tries if outcome is not None else 0,
+                  "fallbacks": outcome.fallbacks if outcome is not None else 0,
+                  "degraded": state["degraded"], "cache": state["cache"],
+                  "prompt_tokens": usage.prompt_tokens if usage else 0,
+                  "completion_tokens": usage.completion_tokens if usage else 0, "cost_usd": cost}
+        if state.get("stream_error"):
+            record["stream_error"] = state["stream_error"]
+        self.request_log.write(record)
+        self.recent.append({"t": time.time(), "ms": record["latency_ms"], "tier": tier, "status": status,
+                            "degraded": degraded, "model": record["model"]})
+        if len(self.recent) > 2000:
+            del self.recent[:1000]
+        if decision is not None and status == 200:
+            task = asyncio.get_running_loop().create_task(self._account(state, route, model, tier, usage, cost))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _account(self, state, route, model, tier, usage, cost) -> None:
+        reference = state.get("reference")
+        ref_cost = cost_of(reference, usage) if reference is not None and usage is not None else cost
+        try:
+            await self.accountant.record(
+                key=state.get("key"), route=route, model=model.name if model else "canned", tier=tier,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                cost=cost, reference_cost=ref_cost, degraded=state["degraded"] is not None)
+        except Exception:  # noqa: BLE001 - accounting must never break serving
+            log.exception("usage accounting failed")
+
+    async def status(self) -> dict:
+        """What the dashboard shows."""
+        now = time.time()
+        window = [r for r in self.recent if r["t"] > now - 300]
+        latencies = sorted(r["ms"] for r in window)
+
+        def pct(p: float):
+            return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
+
+        tiers, models = {}, {}
+        for r in window:
+            tiers[r["tier"]] = tiers.get(r["tier"], 0) + 1
+            if r["model"]:
+                models[r["model"]] = models.get(r["model"], 0) + 1
+        holder = self.policies
+        usage = await self.accountant.report(1)
+        today = next(iter(usage.values()), {}).get("all", {})
+        return {
+            "window_s": 300, "requests": len(window), "tiers": tiers, "models": models,
+            "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
+            "error_rate": (sum(1 for r in window if r["status"] >= 500) / len(window)) if window else 0.0,
+            "degraded_rate": (sum(1 for r in window if r["degraded"]) / len(window)) if window else 0.0,
+            "breakers": await self.breakers.states(),
+            "cost_today_usd": today.get("cost_usd", 0.0), "reference_cost_today_usd": today.get("reference_cost_usd", 0.0),
+            "savings_today_usd": today.get("savings_usd", 0.0),
+            "policy_version": holder.current.version,
+            "last_reload_error": None if holder.last_error is None else holder.last_error.errors,
+            "redis": "ok" if self.store.healthy else "degraded",
+        }
+
+
+def _error_response(status: int, message: str, code: str, headers: dict | None = None) -> Response:
+    exc = ApiError(status, message, code=code, headers=headers)
+    return Response(exc.body(), status_code=status, media_type="application/json", headers=exc.headers)
+
+
+def build_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    runtime = Runtime(settings)
+    healthz, readyz, metrics_endpoint = health_endpoints(runtime)
+    admin = admin_endpoints(runtime)
+    chat = ChatCompletions(runtime)
+    routes = [
+        Route("/v1/chat/completions", chat, methods=None),
+        Route("/chat/completions", chat, methods=None),
+        Route("/v1/models", models_endpoint(runtime), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/admin/policy", admin["policy"], methods=["GET"]),
+        Route("/admin/reload", admin["reload"], methods=["POST"]),
+        Route("/admin/explain", admin["explain"], methods=["POST"]),
+        Route("/admin/usage", admin["usage"], methods=["GET"]),
+        Route("/admin/status", admin["status"], methods=["GET"]),
+        Route("/dashboard", admin["dashboard"], methods=["GET"]),
+    ]
+
+    async def not_found(request: Request, exc) -> Response:
+        return _error_response(404, f"No endpoint {request.method} {request.url.path}.", "not_found")
+
+    async def not_allowed(request: Request, exc) -> Response:
+        allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
+        return _error_response(405, f"Method {request.method} is not allowed on {request.url.path}.",
+                               "method_not_allowed", {"allow": allow} if allow else None)
+
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return _error_response(500, "The gateway failed to handle this request.", "internal_error")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await runtime.start()
+        yield
+        await runtime.stop()
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        404: not_found, 405: not_allowed, ApiError: api_error, Exception: server_error})
+    app.state.runtime = runtime
+    return app
+
+
+def create_app() -> Starlette:
+    """Factory for `uvicorn --factory gateway.app:create_app` (settings from the environment)."""
+    return build_app(Settings.from_env())

@@ -1,0 +1,1 @@
+"""Metrics, structured logs, usage and cost accounting."""

@@ -1,0 +1,49 @@
+"""Structured logs: one JSON line per request and per audit event. Prompts only if the policy opts in;
+secrets never (the policy compiler resolves them into provider objects that are not logged)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import orjson
+
+_audit = logging.getLogger("gateway.audit")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                 "msg": record.getMessage()}
+        extra = getattr(record, "fields", None)
+        if extra:
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class RequestLog:
+    """Writes request lines straight to a stream: cheaper than the logging machinery on the hot path."""
+
+    def __init__(self, stream=None, enabled: bool = True) -> None:
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+
+    def write(self, fields: dict) -> None:
+        if self.enabled:
+            fields["ts"] = round(time.time(), 3)
+            self.stream.write(orjson.dumps(fields, default=str).decode() + "\n")
+
+
+def audit(event: str, **fields) -> None:
+    _audit.info(event, extra={"fields": {"audit": event, **fields}})

@@ -1,0 +1,99 @@
+"""The provider interface every upstream client implements (native OpenAI-compatible, litellm, embedded).
+
+A provider turns one `UpstreamCall` into either a complete OpenAI `chat.completion` body or a stream of
+OpenAI `chat.completion.chunk` payloads. It raises only `UpstreamError` (see `errors.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol, runtime_checkable
+
+import orjson
+
+
+@dataclass(slots=True)
+class Deadlines:
+    """Per-attempt time limits in seconds (None: no limit of that kind)."""
+
+    connect: float | None = 5.0
+    attempt: float | None = 60.0     # whole non-streamed call, or the gap between stream chunks
+    first_token: float | None = 30.0  # streams: time to the first chunk
+
+
+@dataclass(slots=True)
+class UpstreamCall:
+    """What to send: the client's request with `model` set to the upstream's model name."""
+
+    body: dict                       # the client's JSON body; unknown fields are passed through
+    model: str                       # model name as the upstream knows it
+    stream: bool
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    raw: bytes | None = None         # the client's original bytes, for providers that can forward them
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_dict(cls, usage: dict | None) -> "Usage | None":
+        if not isinstance(usage, dict):
+            return None
+        return cls(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+@dataclass(slots=True)
+class Completion:
+    """A finished non-streamed answer: the JSON body to return and the usage read from it."""
+
+    body: bytes
+    usage: Usage | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Completion":
+        return cls(orjson.dumps(data), Usage.from_dict(data.get("usage")))
+
+
+@dataclass(slots=True)
+class EdgeLoad:
+    """How busy an edge target is, for capacity-aware routing."""
+
+    queue_depth: int = 0        # requests waiting for the model, not counting the one running
+    in_flight: int = 0          # requests admitted (running + waiting)
+    tokens_per_second: float = 0.0  # recent decode rate, 0 when unknown
+    expected_wait_s: float = 0.0    # estimated wait before a new request starts
+
+
+class ChunkStream(Protocol):
+    """An async iterator of chunk payloads (JSON bytes of one `chat.completion.chunk`, no SSE framing).
+
+    `usage` holds the usage seen in the stream once it has ended (None if the upstream sent none).
+    `aclose()` must stop the upstream work (close the connection, stop generation).
+    """
+
+    usage: Usage | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    async def complete(self, call: UpstreamCall) -> Completion: ...
+
+    async def stream(self, call: UpstreamCall) -> ChunkStream:
+        """Open a stream. Errors before the upstream answered are raised here; later ones while iterating."""
+        ...
+
+    def load(self) -> EdgeLoad | None:
+        """Current load for edge targets that can tell, else None."""
+        ...
+
+    async def aclose(self) -> None: ...

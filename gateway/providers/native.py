@@ -1,0 +1,190 @@
+"""A pooled aiohttp client for upstreams that speak the OpenAI API (OpenAI, vLLM, llama.cpp, Ollama /v1).
+
+It forwards the client's bytes when nothing needs changing, returns the upstream's body as bytes, and
+passes stream chunks through as they arrive; it parses only what usage accounting needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+
+from gateway.providers.base import Completion, Deadlines, UpstreamCall, Usage
+from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
+from gateway.providers.sse import SSEParser
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class NativeOpenAIProvider:
+    def __init__(self, session_factory, api_base: str, api_key: str | None = None,
+                 extra_headers: dict | None = None) -> None:
+        self._session_factory = session_factory
+        self._url = api_base.rstrip("/") + "/chat/completions"
+        headers = dict(_JSON)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        headers.update(extra_headers or {})
+        self._headers = headers
+
+    def load(self):
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def _payload(self, call: UpstreamCall) -> bytes:
+        body = call.body
+        if call.raw is not None and body.get("model") == call.model:
+            return call.raw
+        return orjson.dumps({**body, "model": call.model})
+
+    def _timeout(self, d: Deadlines, stream: bool) -> aiohttp.ClientTimeout:
+        if stream:
+            # The first token is bounded by the executor; sock_read bounds every later gap between chunks.
+            return aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect, sock_read=d.attempt)
+        return aiohttp.ClientTimeout(total=d.attempt, connect=d.connect, sock_connect=d.connect)
+
+    async def _post(self, call: UpstreamCall) -> aiohttp.ClientResponse:
+        session = self._session_factory()
+        try:
+            response = await session.post(self._url, data=self._payload(call), headers=self._headers,
+                                          timeout=self._timeout(call.deadlines, call.stream))
+        except BaseException as exc:
+            raise _translate(exc) from None
+        if response.status != 200:
+            try:
+                raw = await response.read()
+            except BaseException as exc:
+                response.release()
+                raise _translate(exc) from None
+            raise _http_error(response.status, raw, response.headers)
+        return response
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        response = await self._post(call)
+        try:
+            raw = await response.read()
+        except BaseException as exc:
+            raise _translate(exc) from None
+        finally:
+            response.release()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            if isinstance(data, dict) and "error" in data:
+                raise _http_error(500, raw, {})
+            raise UpstreamError("malformed", "the upstream answer has no choices", status=200)
+        return Completion(raw, Usage.from_dict(data.get("usage")))
+
+    async def stream(self, call: UpstreamCall) -> "NativeStream":
+        return NativeStream(await self._post(call))
+
+
+class NativeStream:
+    __slots__ = ("_response", "_parser", "_pending", "usage", "_closed")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._parser = SSEParser()
+        self._pending: list[bytes] = []
+        self.usage: Usage | None = None
+        self._closed = False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._pending:
+            if self._parser.done or self._closed:
+                await self.aclose()
+                raise StopAsyncIteration
+            try:
+                data = await self._response.content.readany()
+            except BaseException as exc:
+                await self.aclose()
+                raise _translate(exc, in_stream=True) from None
+            if not data:
+                self._pending = self._parser.flush()
+                if not self._pending:
+                    await self.aclose()
+                    if not self._parser.done:
+                        raise UpstreamError("stream_cut", "the upstream closed the stream before [DONE]")
+                    raise StopAsyncIteration
+                self._parser.done = True
+                continue
+            self._pending = self._parser.feed(data)
+        payload = self._pending.pop(0)
+        if payload.startswith(b'{"error"'):
+            await self.aclose()
+            raise _stream_error(payload)
+        if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
+            try:
+                self.usage = Usage.from_dict(orjson.loads(payload).get("usage")) or self.usage
+            except (orjson.JSONDecodeError, AttributeError):
+                pass
+        return payload
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._parser.done:
+                self._response.release()
+            else:
+                self._response.close()  # stop the upstream: do not return a half-read connection to the pool
+
+
+def _message_of(raw: bytes) -> tuple[str, dict | None]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:200].decode("utf-8", "replace"), None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error), data
+        if isinstance(error, str):
+            return error, data
+    return raw[:200].decode("utf-8", "replace"), data if isinstance(data, dict) else None
+
+
+def _http_error(status: int, raw: bytes, headers) -> UpstreamError:
+    message, body = _message_of(raw)
+    code = ""
+    if body and isinstance(body.get("error"), dict):
+        code = str(body["error"].get("code") or "")
+    kind = kind_for_status(status, message + " " + code)
+    return UpstreamError(kind, f"upstream answered {status}: {message}", status=status,
+                         retry_after=parse_retry_after(headers), body=body)
+
+
+def _stream_error(payload: bytes) -> UpstreamError:
+    message, body = _message_of(payload)
+    status = 500
+    if body and isinstance(body.get("error"), dict):
+        code = body["error"].get("code")
+        if isinstance(code, int):
+            status = code
+    return UpstreamError(kind_for_status(status, message), f"upstream error in stream: {message}",
+                         status=status, body=body)
+
+
+def _translate(exc: BaseException, in_stream: bool = False) -> BaseException:
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamError("timeout", "the upstream did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError("connect", f"cannot connect to the upstream: {exc.os_error or exc}")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                        aiohttp.ClientOSError, ConnectionError)):
+        return UpstreamError("stream_cut" if in_stream else "connect", f"the upstream connection broke: {exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamError("connect", f"upstream client error: {exc}")
+    return exc

@@ -1,0 +1,88 @@
+"""One provider instance per deployment, kept across policy reloads while its parameters are unchanged."""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+
+from gateway.policy.schema import Deployment, ModelSpec, Policy
+from gateway.providers.base import EdgeLoad, Provider
+from gateway.providers.litellm_client import LitellmProvider
+from gateway.providers.native import NativeOpenAIProvider
+
+_NATIVE_SKIP = {"model", "api_base", "api_key", "extra_headers"}
+
+
+class Providers:
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._by_key: dict[bytes, Provider] = {}
+        self._embedded: dict[str, Provider] = {}   # model name -> embedded provider
+        self.in_flight: dict[str, int] = {}        # deployment name -> requests running
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                                  skip_auto_headers=("User-Agent",))
+        return self._session
+
+    def get(self, model: ModelSpec, deployment: Deployment) -> Provider:
+        if model.client == "embedded":
+            provider = self._embedded.get(model.name)
+            if provider is None:
+                provider = self._embedded[model.name] = _make_embedded(model)
+            return provider
+        key = orjson.dumps([model.client, deployment.params], option=orjson.OPT_SORT_KEYS)
+        provider = self._by_key.get(key)
+        if provider is None:
+            provider = self._by_key[key] = self._make(model, deployment)
+        return provider
+
+    def _make(self, model: ModelSpec, deployment: Deployment) -> Provider:
+        params = deployment.params
+        if model.client == "native":
+            return NativeOpenAIProvider(self.session, params["api_base"], params.get("api_key"),
+                                        params.get("extra_headers"))
+        return LitellmProvider(params)
+
+    def edge_load(self, policy: Policy, name: str) -> EdgeLoad | None:
+        """Load of an edge model: the embedded model's own report, else in-flight counts."""
+        model = policy.models.get(name)
+        if model is None:
+            return None
+        if model.client == "embedded":
+            provider = self._embedded.get(name)
+            return provider.load() if provider is not None else None
+        running = sum(self.in_flight.get(d.name, 0) for d in model.deployments)
+        return EdgeLoad(queue_depth=max(0, running - len(model.deployments)), in_flight=running)
+
+    async def start(self, policy: Policy) -> None:
+        """Load embedded models up front so the first request does not pay for it."""
+        for model in policy.models.values():
+            if model.client == "embedded":
+                provider = self.get(model, model.deployments[0])
+                start = getattr(provider, "start", None)
+                if start is not None:
+                    await start()
+
+    async def aclose(self) -> None:
+        for provider in list(self._by_key.values()) + list(self._embedded.values()):
+            await provider.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+
+def _make_embedded(model: ModelSpec) -> Provider:
+    from gateway.providers.embedded import EmbeddedProvider, default_gguf_path
+
+    options = model.embedded
+    path = options.get("gguf", "default")
+    return EmbeddedProvider(
+        None if path == "default" else path,
+        alias=options.get("alias", model.name),
+        n_ctx=options.get("n_ctx", 2048),
+        n_threads=options.get("threads", 1),
+        max_queue=options.get("max_queue", 8),
+        max_tokens_default=options.get("max_tokens", 256),
+    )

@@ -1,0 +1,1 @@
+"""Routing: rule matching over request signals, the classifier call, and building the `Plan`."""

@@ -1,0 +1,47 @@
+"""Settings from the environment (GATEWAY_*) and command-line flags; read once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    policy: str = "policies/default.yaml"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    redis_url: str = ""
+    redis_timeout: float = 0.05
+    admin_key: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+    log_requests: bool = True
+    watch_policy: bool = True
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    classifier_model: str = ""       # a model file to use instead of the shipped one
+    env: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            if f.name == "env":
+                continue
+            raw = environ.get(f"GATEWAY_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = _bool(raw) if kind is bool else kind(raw)
+            except ValueError:
+                raise SystemExit(f"GATEWAY_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,154 @@
+"""A mock OpenAI-compatible upstream whose faults are scripted per request, for the test suites.
+
+Run: python tests/mock_upstream.py --port 18001
+Control (JSON over HTTP):
+  POST /_script   {"model": "m" | "*", "actions": [action, ...], "default": action | null}
+                  each request to /v1/chat/completions for that model takes the next action (then the default)
+  GET  /_requests the requests received so far: [{"model", "body", "headers", "t"}]
+  POST /_reset    forget scripts and requests
+An action: {"status": 200|4xx|5xx, "message": str, "code": str, "headers": {...}, "delay": s, "hang": bool,
+            "reset": bool, "malformed": bool, "content": str, "chunks": n, "chunk_delay": s,
+            "first_token_delay": s, "cut_after": k, "error_after": k}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+
+from aiohttp import web
+
+scripts: dict[str, list] = {}
+defaults: dict[str, dict] = {}
+received: list[dict] = []
+
+
+def _next_action(model: str) -> dict:
+    for key in (model, "*"):
+        queue = scripts.get(key)
+        if queue:
+            return queue.pop(0)
+    return defaults.get(model) or defaults.get("*") or {}
+
+
+def _last_user(body: dict) -> str:
+    for m in reversed(body.get("messages") or []):
+        if m.get("role") == "user":
+            c = m.get("content")
+            return c if isinstance(c, str) else json.dumps(c)
+    return ""
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return web.json_response({"error": {"message": "bad json", "type": "invalid_request_error"}}, status=400)
+    model = body.get("model", "")
+    received.append({"model": model, "body": body, "headers": dict(request.headers), "t": time.time()})
+    action = _next_action(model)
+    if action.get("delay"):
+        await asyncio.sleep(action["delay"])
+    if action.get("hang"):
+        await asyncio.sleep(3600)
+    if action.get("reset"):
+        request.transport.abort()
+        await asyncio.sleep(0.05)
+        return web.Response()
+    status = action.get("status", 200)
+    headers = action.get("headers") or {}
+    if status != 200:
+        error = {"error": {"message": action.get("message", f"mock error {status}"), "type": "mock_error",
+                           "param": None, "code": action.get("code")}}
+        return web.json_response(error, status=status, headers=headers)
+    if action.get("malformed"):
+        return web.Response(body=b'{"id": "x", "choices": [', content_type="application/json", headers=headers)
+    content = action.get("content") or f"mock answer to: {_last_user(body)[:60]}"
+    prompt_tokens = max(1, len(_last_user(body)) // 4)
+    if not body.get("stream"):
+        return web.json_response({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7, "total_tokens": prompt_tokens + 7},
+        }, headers=headers)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+    await response.prepare(request)
+    n = action.get("chunks", 5)
+    words = (content.split(" ") + [""] * n)[:n] if n else []
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": model}
+    if action.get("first_token_delay"):
+        await asyncio.sleep(action["first_token_delay"])
+    for i, word in enumerate(words):
+        if action.get("cut_after") is not None and i >= action["cut_after"]:
+            request.transport.abort()
+            return response
+        if action.get("error_after") is not None and i >= action["error_after"]:
+            await response.write(b'data: {"error": {"message": "mock mid-stream failure", "code": 500}}\n\n')
+            await response.write_eof()
+            return response
+        delta = {"content": (word + " ") if i < n - 1 else word}
+        if i == 0:
+            delta["role"] = "assistant"
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if action.get("chunk_delay"):
+            await asyncio.sleep(action["chunk_delay"])
+    final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    await response.write(b"data: " + json.dumps(final).encode() + b"\n\n")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
+                                                  "total_tokens": prompt_tokens + n}}
+        await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def script(request: web.Request) -> web.Response:
+    spec = await request.json()
+    model = spec.get("model", "*")
+    scripts.setdefault(model, []).extend(spec.get("actions") or [])
+    if "default" in spec:
+        if spec["default"] is None:
+            defaults.pop(model, None)
+        else:
+            defaults[model] = spec["default"]
+    return web.json_response({"ok": True})
+
+
+async def requests_(request: web.Request) -> web.Response:
+    return web.json_response(received)
+
+
+async def reset(request: web.Request) -> web.Response:
+    scripts.clear()
+    defaults.clear()
+    received.clear()
+    return web.json_response({"ok": True})
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "mock", "object": "model"}]})
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/_script", script)
+    app.router.add_get("/_requests", requests_)
+    app.router.add_post("/_reset", reset)
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(make_app(), host="127.0.0.1", port=args.port, print=None, access_log=None)

@@ -1,0 +1,199 @@
+"""Policy validation: every error with its exact file:line, and the compiled form."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.policy import PolicyInvalid, compile_policy, load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+version: 1
+models:
+  edge-small:
+    tier: edge
+    litellm: {model: openai/small, api_base: "http://127.0.0.1:9/v1"}
+  cloud-large:
+    tier: cloud
+    litellm: {model: openai/gpt-4o, api_key: env:TEST_KEY}
+routes:
+  - name: auto
+    when: {model: auto}
+    simple: [edge-small, cloud-large]
+    complex: [cloud-large, edge-small]
+"""
+
+
+def errors_of(text: str, env=None) -> list[str]:
+    with pytest.raises(PolicyInvalid) as info:
+        compile_policy(textwrap.dedent(text), "p.yaml", env if env is not None else {"TEST_KEY": "k"})
+    return [str(e) for e in info.value.errors]
+
+
+def test_good_policy_compiles():
+    policy = compile_policy(GOOD, "p.yaml", {"TEST_KEY": "sk-secret"})
+    assert list(policy.models) == ["edge-small", "cloud-large"]
+    cloud = policy.models["cloud-large"]
+    assert cloud.client == "native" and cloud.upstream_model == "gpt-4o"
+    assert cloud.deployments[0].params["api_base"] == "https://api.openai.com/v1"
+    route = policy.routes[0]
+    assert route.split and route.simple == ("edge-small", "cloud-large")
+    assert policy.model_names() == ["auto", "edge-small", "cloud-large"]
+    assert len(policy.content_hash) == 12 and policy.version.startswith(policy.content_hash)
+    assert "sk-secret" not in repr(policy.routes) and "sk-secret" not in policy.version
+
+
+def test_yaml_syntax_error_has_line():
+    assert errors_of("version: 1\nmodels:\n  a: [unclosed\n") == ["p.yaml:4: YAML syntax: expected ',' or ']', but got '<stream end>'"] \
+        or errors_of("version: 1\nmodels:\n  a: [unclosed\n")[0].startswith("p.yaml:")
+
+
+def test_yaml_syntax_error_line_exact():
+    errs = errors_of("version: 1\nmodels: {\n  a: b\nroutes: x\n")
+    assert len(errs) == 1 and errs[0].startswith("p.yaml:4: YAML syntax")
+
+
+def test_unknown_model_reference_and_key_typo():
+    errs = errors_of("""\
+        models:
+          edge:
+            tier: edge
+            litellm: {model: openai/x, api_base: "http://h/v1"}
+        routes:
+          - name: r
+            when: {modle: auto}
+            targets: [edge, edgy]
+        """)
+    assert errs == [
+        "p.yaml:8: routes[0] (r).targets: unknown model 'edgy' (did you mean 'edge'?)",
+        "p.yaml:7: unknown key 'modle' in routes[0] (r).when (did you mean 'model'?)",
+    ]
+
+
+def test_bad_tier_missing_litellm_and_bad_duration():
+    errs = errors_of("""\
+        models:
+          a:
+            tier: fog
+            litellm: {model: openai/x, api_base: "http://h/v1"}
+            timeout: soon
+          b:
+            tier: edge
+        """)
+    assert errs == [
+        "p.yaml:3: models.a.tier must be edge or cloud, got 'fog'",
+        "p.yaml:5: models.a.timeout: expected a duration like 200ms or 2s, got 'soon'",
+        "p.yaml:6: models.b: needs `litellm` parameters (or `embedded` for the in-process model)",
+    ]
+
+
+def test_missing_secret_is_an_error_unless_optional():
+    text = """\
+        models:
+          c:
+            tier: cloud
+            litellm: {model: openai/gpt-4o, api_key: env:NOT_SET_ANYWHERE}
+        """
+    assert errors_of(text, env={}) == [
+        "p.yaml:2: models.c: environment variable NOT_SET_ANYWHERE is not set "
+        "(set it, or mark the model `optional: true` to skip it while unset)"]
+    policy = compile_policy(textwrap.dedent(text).replace("tier: cloud", "tier: cloud\n    optional: true"), "p.yaml", {})
+    assert not policy.models["c"].available
+    assert "NOT_SET_ANYWHERE" in policy.models["c"].unavailable_reason
+
+
+def test_bad_regex_is_reported():
+    errs = errors_of("""\
+        models:
+          e: {tier: edge, litellm: {model: openai/x, api_base: "http://h/v1"}}
+        routes:
+          - name: code
+            when: {last_user: "def (["}
+            targets: [e]
+        """)
+    assert len(errs) == 1
+    assert errs[0].startswith("p.yaml:5: routes[0] (code).when.last_user: regular expression does not compile")
+
+
+def test_edge_only_route_cannot_reach_cloud_even_through_fallbacks():
+    errs = errors_of("""\
+        models:
+          e:
+            tier: edge
+            litellm: {model: openai/x, api_base: "http://h/v1"}
+            fallbacks: [c]
+          c: {tier: cloud, litellm: {model: openai/gpt-4o, api_key: env:TEST_KEY}}
+        routes:
+          - name: private
+            when: {pii: true}
+            targets: [e]
+            edge_only: true
+        """)
+    assert errs == ["p.yaml:11: routes[0] (private): edge_only route can reach cloud model 'c' in targets "
+                    "(through the fallbacks of 'e')"]
+
+
+def test_split_route_needs_both_chains_and_types_are_checked():
+    errs = errors_of("""\
+        models:
+          e: {tier: edge, litellm: {model: openai/x, api_base: "http://h/v1"}}
+        classifier: {threshold: 2}
+        routes:
+          - name: r
+            simple: [e]
+            retry: {attempts: "two"}
+        """)
+    assert errs == [
+        "p.yaml:3: classifier.threshold must be between 0.0 and 1.0, got 2",
+        "p.yaml:5: routes[0] (r): `simple` and `complex` go together",
+        "p.yaml:7: routes[0] (r).retry.attempts must be an integer, got a string",
+    ]
+
+
+def test_duplicate_keys_and_route_names():
+    errs = errors_of("models:\n  a: {tier: edge}\n  a: {tier: cloud}\n")
+    assert errs == ["p.yaml:3: YAML syntax: duplicate key 'a'"]
+    errs = errors_of("""\
+        models:
+          e: {tier: edge, litellm: {model: openai/x, api_base: "http://h/v1"}}
+        routes:
+          - {name: r, targets: [e]}
+          - {name: r, targets: [e]}
+        """)
+    assert errs == ["p.yaml:5: route name 'r' is already used on line 4"]
+
+
+def test_empty_and_non_mapping_policies():
+    assert errors_of("") == ["p.yaml:1: the policy file is empty"]
+    assert errors_of("- a\n- b\n") == ["p.yaml:1: the policy must be a mapping at the top level"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(PolicyInvalid) as info:
+        load_policy(str(tmp_path / "none.yaml"))
+    assert str(info.value).startswith(f"{tmp_path / 'none.yaml'}:1: cannot read the policy file")
+
+
+def test_policy_check_cli_prints_file_line_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  e:\n    tier: edge\n    litellm: {model: openai/x, api_base: 'http://h/v1'}\n"
+                   "routes:\n  - name: r\n    targets: [nope]\n")
+    run = subprocess.run([sys.executable, "-m", "gateway", "policy", "check", str(bad)], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert run.returncode == 1
+    assert run.stdout.strip() == f"{bad}:7: routes[0] (r).targets: unknown model 'nope'"
+
+
+def test_shipped_policies_all_pass_check():
+    files = sorted(glob.glob(str(ROOT / "policies" / "*.yaml")))
+    assert files
+    run = subprocess.run([sys.executable, "-m", "gateway", "policy", "check", *files], capture_output=True,
+                         text=True, cwd=ROOT, env={**__import__("os").environ, "BENCH_UPSTREAM_URL": "http://127.0.0.1:1/v1"})
+    assert run.returncode == 0, run.stdout + run.stderr
