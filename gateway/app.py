@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 
 from starlette.applications import Starlette
@@ -89,7 +90,15 @@ class Runtime:
     async def start(self) -> None:
         if self.settings.watch_policy:
             self.policies.start_watching()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self._reload_soon, "SIGHUP")
         await self.providers.start(self.policies.current)
+
+    def _reload_soon(self, trigger: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.policies.reload(trigger))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         await self.policies.stop()

@@ -24,6 +24,7 @@ from aiohttp import web
 scripts: dict[str, list] = {}
 defaults: dict[str, dict] = {}
 received: list[dict] = []
+hooks: list[dict] = []
 
 
 def _next_action(model: str) -> dict:
@@ -49,12 +50,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return web.json_response({"error": {"message": "bad json", "type": "invalid_request_error"}}, status=400)
     model = body.get("model", "")
-    received.append({"model": model, "body": body, "headers": dict(request.headers), "t": time.time()})
+    record = {"model": model, "body": body, "headers": dict(request.headers), "t": time.time(), "aborted": False}
+    received.append(record)
     action = _next_action(model)
     if action.get("delay"):
         await asyncio.sleep(action["delay"])
+        if request.transport is None or request.transport.is_closing():
+            record["aborted"] = True  # the gateway gave up on this call and closed the connection
     if action.get("hang"):
-        await asyncio.sleep(3600)
+        for _ in range(36000):
+            await asyncio.sleep(0.1)
+            if request.transport is None or request.transport.is_closing():
+                record["aborted"] = True
+                break
+        return web.Response()
     if action.get("reset"):
         request.transport.abort()
         await asyncio.sleep(0.05)
@@ -92,11 +101,19 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await response.write(b'data: {"error": {"message": "mock mid-stream failure", "code": 500}}\n\n')
             await response.write_eof()
             return response
-        delta = {"content": (word + " ") if i < n - 1 else word}
+        real = content.split(" ")
+        delta = {"content": word + (" " if i < len(real) - 1 else "")}
         if i == 0:
             delta["role"] = "assistant"
         chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        try:
+            await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        except (ConnectionError, RuntimeError):
+            record["aborted"] = True
+            return response
+        if request.transport is None or request.transport.is_closing():
+            record["aborted"] = True
+            return response
         if action.get("chunk_delay"):
             await asyncio.sleep(action["chunk_delay"])
     final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
@@ -108,6 +125,15 @@ async def chat(request: web.Request) -> web.StreamResponse:
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
+
+
+async def hook(request: web.Request) -> web.Response:
+    hooks.append(await request.json())
+    return web.json_response({"ok": True})
+
+
+async def hooks_(request: web.Request) -> web.Response:
+    return web.json_response(hooks)
 
 
 async def script(request: web.Request) -> web.Response:
@@ -130,6 +156,7 @@ async def reset(request: web.Request) -> web.Response:
     scripts.clear()
     defaults.clear()
     received.clear()
+    hooks.clear()
     return web.json_response({"ok": True})
 
 
@@ -144,6 +171,8 @@ def make_app() -> web.Application:
     app.router.add_post("/_script", script)
     app.router.add_get("/_requests", requests_)
     app.router.add_post("/_reset", reset)
+    app.router.add_post("/_hook", hook)
+    app.router.add_get("/_hooks", hooks_)
     return app
 
 

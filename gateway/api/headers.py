@@ -12,6 +12,7 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
         if outcome is not None and outcome.model is not None:
             tier = outcome.model.tier
             h.append((b"x-gateway-model", outcome.model.name.encode()))
+            h.append((b"x-gateway-deployment", outcome.deployment.encode()))
         h.append((b"x-gateway-tier", tier.encode()))
         if decision.score is not None:
             h.append((b"x-gateway-complexity", f"{decision.score:.4f}".encode()))

@@ -5,6 +5,7 @@ first chunk is in hand; after that the api ends them with an error event."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -111,7 +112,10 @@ class Executor:
             outcome.attempts.append(Attempt(model.name, d.name, skipped="breaker open"))
         if len(usable) > 1:
             in_flight = self.providers.in_flight
-            usable.sort(key=lambda d: (in_flight.get(d.name, 0) + random.random()) / max(d.weight, 1e-9))
+            # Least requests in flight relative to weight; ties go by an exponential race, which picks each
+            # deployment with probability proportional to its weight.
+            usable.sort(key=lambda d: (in_flight.get(d.name, 0) / max(d.weight, 1e-9),
+                                       -math.log(1.0 - random.random()) / max(d.weight, 1e-9)))
         return usable
 
     async def _try(self, request: ChatRequest, spec: RetrySpec, breaker: BreakerSpec, model: ModelSpec,
