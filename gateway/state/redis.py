@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis import exceptions as aioredis_exceptions
 from redis.backoff import NoBackoff
 
 from gateway.state.base import BreakerView, WindowResult
@@ -274,7 +275,10 @@ class RedisStore:
     def _on_failure(self, exc: BaseException) -> None:
         self._consecutive_failures += 1
         self.last_error = f"{type(exc).__name__}: {str(exc) or f'no answer within {self.timeout_s} s'}"
-        if self._consecutive_failures >= self.failure_threshold:
+        # A timeout means Redis is stalled: give up on it at once, so that no request pays the timeout
+        # more than once. Refused connections cost nothing and are counted up to the threshold.
+        stalled = isinstance(exc, (TimeoutError, asyncio.TimeoutError, aioredis_exceptions.TimeoutError))
+        if stalled or self._consecutive_failures >= self.failure_threshold:
             self._skip_until = time.monotonic() + self.retry_s
             if self.healthy:
                 self.healthy = False
