@@ -197,3 +197,23 @@ def test_shipped_policies_all_pass_check():
     run = subprocess.run([sys.executable, "-m", "gateway", "policy", "check", *files], capture_output=True,
                          text=True, cwd=ROOT, env={**__import__("os").environ, "BENCH_UPSTREAM_URL": "http://127.0.0.1:1/v1"})
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_optional_model_keeps_deployments_whose_secrets_are_set():
+    policy = compile_policy(textwrap.dedent("""\
+        models:
+          c:
+            tier: cloud
+            optional: true
+            litellm: {model: openai/gpt-4o}
+            deployments:
+              - {name: k1, api_key: env:KEY_ONE}
+              - {name: k2, api_key: env:KEY_TWO}
+        """), "p.yaml", {"KEY_ONE": "a"})
+    model = policy.models["c"]
+    assert model.available and [d.name for d in model.deployments] == ["k1"]
+    policy = compile_policy(textwrap.dedent("""\
+        models:
+          c: {tier: cloud, optional: true, litellm: {model: openai/x, api_base: "env:NO_BASE_HERE:-http://d/v1"}}
+        """), "p.yaml", {})
+    assert policy.models["c"].deployments[0].params["api_base"] == "http://d/v1"

@@ -132,13 +132,13 @@ class _Checker:
         return [], []
 
     def secret(self, value: Any, line: int, where: str) -> tuple[Any, str | None]:
-        """Resolve `env:NAME`; returns (value, missing variable name or None)."""
+        """Resolve `env:NAME` (or `env:NAME:-default`); returns (value, missing variable name or None)."""
         if isinstance(value, str) and value.startswith("env:"):
-            name = value[4:]
+            name, _, default = value[4:].partition(":-")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 self.err(line, f"{where}: {value!r} is not a valid env:NAME reference")
                 return None, None
-            resolved = self.env.get(name)
+            resolved = self.env.get(name) or default
             return (resolved, None) if resolved else (None, name)
         return value, None
 
@@ -245,7 +245,7 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
                 missing.append(absent)
             base[key] = resolved
         items = spec.get("deployments")
-        deployments_list = []
+        deployments_list, dropped = [], []
         if items is None:
             deployments_list.append(Deployment(f"{name}#0", base))
         elif not isinstance(items, list) or not items:
@@ -256,21 +256,27 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
                 item = c.mapping(item, item_line, f"{where}.deployments[{i}]")
                 if item is None:
                     continue
-                merged = dict(base)
+                merged, own_missing = dict(base), []
                 for key, value in item.items():
                     if key in _DEPLOYMENT_RESERVED:
                         continue
                     resolved, absent = c.secret(value, c.line_of(item, key), f"{where}.deployments[{i}].{key}")
                     if absent:
-                        missing.append(absent)
+                        own_missing.append(absent)
                     merged[key] = resolved
                 weight = c.number(item, "weight", f"{where}.deployments[{i}]", 1.0, 0.0)
                 dname = c.get(item, "name", str, f"{where}.deployments[{i}]", f"{name}#{i}")
+                if own_missing and optional:
+                    dropped.extend(own_missing)  # an optional model keeps its deployments that are set
+                    continue
+                missing.extend(own_missing)
                 deployments_list.append(Deployment(dname, merged, float(weight)))
+            if dropped and not deployments_list:
+                missing.extend(dropped)
         if client == "native":
             for d in deployments_list:
                 d.params.setdefault("api_base", DEFAULT_OPENAI_BASE if model_id.startswith("openai/") else None)
-                if not d.params.get("api_base"):
+                if not d.params.get("api_base") and not missing:
                     c.err(line, f"{where}: {model_id.split('/')[0]} models need litellm.api_base")
         deployments = tuple(deployments_list)
 
