@@ -130,6 +130,9 @@ class Runtime:
                   "completion_tokens": usage.completion_tokens if usage else 0, "cost_usd": cost}
         if state.get("stream_error"):
             record["stream_error"] = state["stream_error"]
+        if "prompt" in state:  # only when the policy opts in (logging.prompts)
+            record["prompt"] = state["prompt"]
+            record["answer"] = state.get("answer")
         self.request_log.write(record)
         self.recent.append({"t": time.time(), "ms": record["latency_ms"], "tier": tier, "status": status,
                             "degraded": degraded, "model": record["model"]})

@@ -90,6 +90,8 @@ class ChatCompletions:
                 raise ApiError(400, f"No route of the policy matches this request for model '{model}'.",
                                param="model", code="no_route") from None
             state["decision"], state["reference"], state["key"] = decision, plan.reference, request.key_name
+            if policy.log_prompts:
+                state["prompt"] = messages
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
             estimate = signals.estimated_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
@@ -147,6 +149,8 @@ class ChatCompletions:
             await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS + extra})
             await send({"type": "http.response.body", "body": completion.body})
             state["usage"] = completion.usage
+            if policy.log_prompts:
+                state["answer"] = completion.body.decode("utf-8", "replace")
             if ckey is not None:
                 await rt.store.cache_set(ckey, completion.body, plan.cache.ttl)
         else:
@@ -210,6 +214,15 @@ class ChatCompletions:
         if retry_after is not None:
             extra.append((b"retry-after", str(max(1, round(retry_after))).encode()))
         reply = plan.degrade.reply
+        if plan.edge_only and error.kind == "overloaded":
+            # Edge-only requests are never spilled: a saturated edge answers 429 with when to come back.
+            state["status"] = 429
+            wait = max(1, round(error.retry_after or retry_after or 1))
+            await _send_error(send, ApiError(429, "The edge model is saturated and this request must stay on the "
+                                                  f"edge; retry in {wait}s.", code="edge_saturated",
+                                             headers={"retry-after": str(wait)}),
+                              [h for h in extra if h[0] != b"retry-after"])
+            return
         if reply is None:
             state["status"] = 503
             if retry_after is None:

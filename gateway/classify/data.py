@@ -1,0 +1,162 @@
+"""Outcome data for training and evaluating the complexity classifier.
+
+Reads the public per-prompt outcome sets in the shared data folder (never copied into the repo):
+
+- ``routellm-evals/mmlu_train_1500.csv``: MMLU prompts, GPT-4-1106 (strong) vs Mixtral-8x7B (weak), 0/1 correct.
+- ``llmrouter-9model/dcrouter_train.json`` joined on question text with ``default_query_train.jsonl`` for the
+  task family: 14 task families, 9 models scored 0..1; the pair is chosen by name (default weak
+  ``qwen2.5-7b-instruct``, strong ``llama-3.1-nemotron-51b-instruct``).
+
+Each row becomes an :class:`Example` with the prompt text, the weak and strong scores, the dataset name,
+the task family and a split ("train", "val", "test") given by a seeded hash of the prompt text, so a
+prompt always lands in the same split whatever else is in the data.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+LLMROUTER_WEAK = "qwen2.5-7b-instruct"
+LLMROUTER_STRONG = "llama-3.1-nemotron-51b-instruct"
+ROUTELLM_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+ROUTELLM_STRONG = "gpt-4-1106-preview"
+
+SPLIT_SEED = "gw-classify-split-v1"
+# Fractions of the hash space: [0, train) train, [train, train+val) val (calibration, model selection), rest test.
+SPLIT_FRACTIONS = (0.6, 0.15, 0.25)
+
+# Task families grouped for reporting.
+FAMILY_GROUPS = {
+    "math": ("gsm8k", "math", "agentverse-mgsm"),
+    "code": ("mbpp", "human_eval"),
+    "multiple-choice": ("mmlu", "gpqa", "arc_challenge", "openbook_qa", "commonsense_qa", "agentverse-logicgrid"),
+    "open QA": ("natural_qa", "trivia_qa"),
+    "generation": ("commongen",),
+}
+
+
+class DataError(Exception):
+    """The outcome data is missing or not in the expected shape."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    weak: float
+    strong: float
+    dataset: str  # "mmlu" (RouteLLM) or "llmrouter"
+    task: str     # MMLU subject or llmrouter task family
+    split: str
+
+    @property
+    def gain(self) -> float:
+        return self.strong - self.weak
+
+
+def default_data_dir() -> Path:
+    """``$GATEWAY_CLASSIFY_DATA`` or ``../shared/data`` relative to the repository root."""
+    env = os.environ.get("GATEWAY_CLASSIFY_DATA")
+    if env:
+        return Path(env)
+    repo_root = Path(__file__).resolve().parents[2]
+    return (repo_root / ".." / "shared" / "data").resolve()
+
+
+def split_of(text: str, seed: str = SPLIT_SEED, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
+    h = hashlib.sha256((seed + "\x00" + text).encode("utf-8")).digest()
+    u = int.from_bytes(h[:8], "big") / 2.0**64
+    if u < fractions[0]:
+        return "train"
+    if u < fractions[0] + fractions[1]:
+        return "val"
+    return "test"
+
+
+def _format_choices(raw: str | None) -> list[tuple[str, str]]:
+    """Parse the llmrouter ``choices`` field (a Python literal) into (label, text) pairs."""
+    if not raw:
+        return []
+    try:
+        val = ast.literal_eval(raw) if isinstance(raw, str) else raw
+    except (ValueError, SyntaxError):
+        return []
+    if isinstance(val, dict):
+        texts = val.get("text") or []
+        labels = val.get("label") or val.get("labels") or []
+    elif isinstance(val, list):
+        texts, labels = val, []
+    else:
+        return []
+    labels = list(labels) or [chr(ord("A") + i) for i in range(len(texts))]
+    return [(str(lab), str(t)) for lab, t in zip(labels, texts)]
+
+
+def llmrouter_prompt(query: str, metric: str | None, choices: str | None) -> str:
+    """The prompt as a model would see it: multiple-choice options are appended as "A. ..." lines
+    (the dataset stores them apart from the question; the scored models were shown them)."""
+    if metric == "em_mc":
+        opts = _format_choices(choices)
+        if opts:
+            return query.rstrip() + "\n" + "\n".join(f"{lab}. {t}" for lab, t in opts) + "\nAnswer:"
+    return query
+
+
+def load_mmlu(data_dir: Path) -> list[Example]:
+    path = data_dir / "routellm-evals" / "mmlu_train_1500.csv"
+    if not path.is_file():
+        raise DataError(f"missing {path} (set --data or GATEWAY_CLASSIFY_DATA)")
+    out = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            text = row["prompt"]
+            weak = 1.0 if row[ROUTELLM_WEAK].strip() == "True" else 0.0
+            strong = 1.0 if row[ROUTELLM_STRONG].strip() == "True" else 0.0
+            out.append(Example(text, weak, strong, "mmlu", row["subject"], split_of(text)))
+    return out
+
+
+def load_llmrouter(data_dir: Path, weak: str = LLMROUTER_WEAK, strong: str = LLMROUTER_STRONG) -> list[Example]:
+    base = data_dir / "llmrouter-9model"
+    scores_path = base / "dcrouter_train.json"
+    query_path = base / "default_query_train.jsonl"
+    for p in (scores_path, query_path):
+        if not p.is_file():
+            raise DataError(f"missing {p} (set --data or GATEWAY_CLASSIFY_DATA)")
+    meta: dict[str, dict] = {}
+    with query_path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                q = json.loads(line)
+                meta.setdefault(q["query"], q)
+    rows = json.loads(scores_path.read_text(encoding="utf-8"))
+    out = []
+    for r in rows:
+        q = meta.get(r["question"])
+        if q is None:
+            continue
+        sc = r["scores"]
+        if weak not in sc or strong not in sc:
+            raise DataError(f"model {weak!r} or {strong!r} not in llmrouter scores ({sorted(sc)})")
+        text = llmrouter_prompt(r["question"], q.get("metric"), q.get("choices"))
+        out.append(Example(text, float(sc[weak]), float(sc[strong]), "llmrouter", q["task_name"], split_of(text)))
+    return out
+
+
+def load_all(data_dir: str | os.PathLike | None = None) -> list[Example]:
+    d = Path(data_dir) if data_dir else default_data_dir()
+    if not d.is_dir():
+        raise DataError(f"data folder {d} not found (set --data or GATEWAY_CLASSIFY_DATA)")
+    return load_mmlu(d) + load_llmrouter(d)
+
+
+def family_group(task: str) -> str:
+    for g, tasks in FAMILY_GROUPS.items():
+        if task in tasks:
+            return g
+    return "other"
