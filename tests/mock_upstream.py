@@ -6,7 +6,7 @@ Control (JSON over HTTP):
                   each request to /v1/chat/completions for that model takes the next action (then the default)
   GET  /_requests the requests received so far: [{"model", "body", "headers", "t"}]
   POST /_reset    forget scripts and requests
-An action: {"status": 200|4xx|5xx, "message": str, "code": str, "headers": {...}, "delay": s, "hang": bool,
+An action ({"mix": [[weight, action], ...]} draws one per request): {"status": 200|4xx|5xx, "message": str, "code": str, "headers": {...}, "delay": s, "hang": bool,
             "reset": bool, "malformed": bool, "content": str, "chunks": n, "chunk_delay": s,
             "first_token_delay": s, "cut_after": k, "error_after": k}
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import time
 import uuid
 
@@ -27,12 +28,29 @@ received: list[dict] = []
 hooks: list[dict] = []
 
 
+_random = random.Random(7)
+
+
 def _next_action(model: str) -> dict:
     for key in (model, "*"):
         queue = scripts.get(key)
         if queue:
-            return queue.pop(0)
-    return defaults.get(model) or defaults.get("*") or {}
+            return _pick(queue.pop(0))
+    return _pick(defaults.get(model) or defaults.get("*") or {})
+
+
+def _pick(action: dict) -> dict:
+    """{"mix": [[weight, action], ...]} draws one action at random (seeded) for each request."""
+    mix = action.get("mix")
+    if not mix:
+        return action
+    total = sum(w for w, _ in mix)
+    x = _random.uniform(0, total)
+    for weight, chosen in mix:
+        x -= weight
+        if x <= 0:
+            return chosen
+    return mix[-1][1]
 
 
 def _last_user(body: dict) -> str:
