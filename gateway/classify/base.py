@@ -19,6 +19,10 @@ class Scorer(Protocol):
     def threshold_for_share(self, cloud_share: float) -> float: ...
 
 
+class ClassifierLoadError(Exception):
+    """A classifier model could not be loaded (missing, corrupt, or not matching its metadata)."""
+
+
 class LengthScorer:
     """Baseline: longer prompts are more complex. Score = a smooth map of the character count.
 
@@ -26,6 +30,7 @@ class LengthScorer:
     """
 
     name = "length"
+    default_threshold = 0.5
 
     def __init__(self, scale: float = 600.0) -> None:
         self.scale = scale

@@ -24,6 +24,10 @@ from pathlib import Path
 
 LLMROUTER_WEAK = "qwen2.5-7b-instruct"
 LLMROUTER_STRONG = "llama-3.1-nemotron-51b-instruct"
+# Training target on llmrouter, to denoise the single pair: half the pair's gain, half the gain of the
+# two large models over the four 7-9B instruction models (all scored on the same prompt).
+LLMROUTER_SMALL = ("qwen2.5-7b-instruct", "llama-3.1-8b-instruct", "gemma-2-9b-it", "mistral-7b-instruct-v0.3")
+LLMROUTER_BIG = ("llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1")
 ROUTELLM_WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 ROUTELLM_STRONG = "gpt-4-1106-preview"
 
@@ -41,6 +45,13 @@ FAMILY_GROUPS = {
 }
 
 
+TARGET_DESCRIPTION = (
+    "soft gain in [-1, 1]: RouteLLM MMLU: correct(GPT-4) - correct(Mixtral); llmrouter: 0.5 * (score(strong) - "
+    "score(weak)) + 0.5 * (mean score of " + ", ".join(LLMROUTER_BIG) + " - mean score of "
+    + ", ".join(LLMROUTER_SMALL) + ")"
+)
+
+
 class DataError(Exception):
     """The outcome data is missing or not in the expected shape."""
 
@@ -53,6 +64,7 @@ class Example:
     dataset: str  # "mmlu" (RouteLLM) or "llmrouter"
     task: str     # MMLU subject or llmrouter task family
     split: str
+    target: float  # training target in [-1, 1] (see TARGET_DESCRIPTION)
 
     @property
     def gain(self) -> float:
@@ -117,7 +129,7 @@ def load_mmlu(data_dir: Path) -> list[Example]:
             text = row["prompt"]
             weak = 1.0 if row[ROUTELLM_WEAK].strip() == "True" else 0.0
             strong = 1.0 if row[ROUTELLM_STRONG].strip() == "True" else 0.0
-            out.append(Example(text, weak, strong, "mmlu", row["subject"], split_of(text)))
+            out.append(Example(text, weak, strong, "mmlu", row["subject"], split_of(text), strong - weak))
     return out
 
 
@@ -144,7 +156,14 @@ def load_llmrouter(data_dir: Path, weak: str = LLMROUTER_WEAK, strong: str = LLM
         if weak not in sc or strong not in sc:
             raise DataError(f"model {weak!r} or {strong!r} not in llmrouter scores ({sorted(sc)})")
         text = llmrouter_prompt(r["question"], q.get("metric"), q.get("choices"))
-        out.append(Example(text, float(sc[weak]), float(sc[strong]), "llmrouter", q["task_name"], split_of(text)))
+        w, s = float(sc[weak]), float(sc[strong])
+        try:
+            multi = sum(float(sc[m]) for m in LLMROUTER_BIG) / len(LLMROUTER_BIG) - sum(
+                float(sc[m]) for m in LLMROUTER_SMALL
+            ) / len(LLMROUTER_SMALL)
+        except KeyError:
+            multi = s - w
+        out.append(Example(text, w, s, "llmrouter", q["task_name"], split_of(text), 0.5 * (s - w) + 0.5 * multi))
     return out
 
 
@@ -160,3 +179,16 @@ def family_group(task: str) -> str:
         if task in tasks:
             return g
     return "other"
+
+
+def source_files(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Name, size and sha256 of each data file read (recorded in the model metadata)."""
+    d = Path(data_dir) if data_dir else default_data_dir()
+    out = []
+    for rel in ("routellm-evals/mmlu_train_1500.csv", "llmrouter-9model/dcrouter_train.json",
+                "llmrouter-9model/default_query_train.jsonl"):
+        p = d / rel
+        if p.is_file():
+            out.append({"file": rel, "bytes": p.stat().st_size,
+                        "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
+    return out

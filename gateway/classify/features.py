@@ -1,38 +1,34 @@
 """Feature extraction for the complexity classifier: text -> float32 vector (stdlib + numpy only).
 
-Two blocks, concatenated:
+Hand-crafted task features that describe the *shape* of the task rather than its topic: length, digits
+and maths symbols, LaTeX, code markers, question words, reasoning cues ("prove", "step", "explain why"),
+multiple-choice options, constraints ("at least", "must", "exactly"), lists, language (non-ASCII, CJK,
+Cyrillic). Counts are log-compressed (``log1p``) or given as rates per 10 bytes. No word identities are
+hashed or memorised: an earlier variant with 4,096 hashed word uni/bigrams fitted the training topics
+and did not rank better inside a task family, so it was dropped (see docs/classifier.md).
 
-1. ``N_DENSE`` hand-crafted task features that describe the *shape* of the task rather than its topic:
-   length, digits and maths symbols, LaTeX, code markers, question words, reasoning cues ("prove", "step",
-   "explain why"), multiple-choice options, constraints ("at least", "must", "exactly"), lists, language
-   (non-ASCII, CJK, Cyrillic). Counts are log-compressed (``log1p``) or given as fractions.
-2. ``N_HASH`` buckets of hashed lower-cased word unigrams and bigrams (CRC-32, so identical in every
-   process), as ``log1p(count)`` then L2-normalised over the block.
-
-The ONNX head (see train.py) takes this vector, so features computed here are the only Python step at
-inference. Bump ``FEATURE_VERSION`` on any change: loading checks it against the model metadata.
+The ONNX head (see train.py) takes this vector, so the features computed here are the only Python step
+at inference. Bump ``FEATURE_VERSION`` on any change: loading checks it against the model metadata.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import zlib
 from typing import Sequence
 
 import numpy as np
 
-FEATURE_VERSION = "hf1-d64-h4096"
-HASH_BITS = 12
-N_HASH = 1 << HASH_BITS
-_HASH_MASK = N_HASH - 1
+FEATURE_VERSION = "task-v1-62"
 
-_WORD_RE = re.compile(r"[a-z]+|\d+|[^\sa-z\d]", re.ASCII)
-_MC_RE = re.compile(r"(?m)^[ \t]*[\(\[]?([A-Ja-j])[\)\]\.:][ \t]+\S")
-_NUMLIST_RE = re.compile(r"(?m)^[ \t]*(?:\d{1,2}[\.\)]|[-*\u2022])[ \t]+\S")
-_CODELINE_RE = re.compile(r"(?m)^(?:    |\t)\S")
+# Line-start patterns, one pass: multiple-choice option ("A. ", "(b) ") or list item ("1. ", "- ").
+_LINE_RE = re.compile(rb"(?m)^[ \t]*(?:([\(\[]?[A-Ja-j][\)\]\.:][ \t]+\S)|((?:\d{1,2}[\.\)]|[-*])[ \t]+\S))")
+_CODELINE_RE = re.compile(rb"(?m)^(?:    |\t)\S")
+# bytes.translate tables: keep a-z (resp. 0-9), everything else becomes a space.
+_ALPHA_ONLY = bytes(c if 97 <= c <= 122 else 32 for c in range(256))
+_DIGIT_ONLY = bytes(c if 48 <= c <= 57 else 32 for c in range(256))
 
-# Word cue groups (lower-case tokens as produced by _WORD_RE).
+# Word cue groups (lower-cased a-z words). A group's feature is log1p(number of its distinct words present).
 _CUES: dict[str, tuple[str, ...]] = {
     "qword": ("what", "who", "when", "where", "which", "whom", "whose"),
     "why_how": ("why", "how"),
@@ -74,16 +70,18 @@ _CUES: dict[str, tuple[str, ...]] = {
               "puzzle", "each", "different", "person", "people"),
 }
 _CUE_NAMES = tuple(_CUES)
-_CUE_INDEX: dict[str, tuple[int, ...]] = {}
+_CUE_INDEX: dict[bytes, tuple[int, ...]] = {}
 for _gi, _name in enumerate(_CUE_NAMES):
     for _w in _CUES[_name]:
-        _CUE_INDEX[_w] = _CUE_INDEX.get(_w, ()) + (_gi,)
+        _CUE_INDEX[_w.encode()] = _CUE_INDEX.get(_w.encode(), ()) + (_gi,)
+_CUE_WORDS = frozenset(_CUE_INDEX)
 
 _PHRASES = (
     "step by step", "explain why", "show that", "prove that", "at least", "at most", "no more than",
     "how many", "how much", "which of the following", "write a function", "write a program",
     "```", "\\boxed", "\\frac", "$", "answer:", "let's think",
 )
+_PHRASES_B = tuple(p.encode() for p in _PHRASES)
 
 # Byte classes for the histogram block.
 def _byte_class_matrix() -> tuple[np.ndarray, tuple[str, ...]]:
@@ -119,88 +117,68 @@ DENSE_NAMES: tuple[str, ...] = (
     ("log_chars", "log_words", "log_lines", "avg_word_len", "log_long_words", "log_numbers",
      "log_mc_options", "has_mc", "log_list_items", "log_code_lines", "log_sentences", "frac_unique_words")
     + tuple(f"frac_{n}" for n in _BYTE_NAMES)
-    + tuple(f"cue_{n}" for n in _CUE_NAMES)
-    + tuple(f"phrase_{i}" for i in range(len(_PHRASES)))
+    + tuple(f"cues_{n}" for n in _CUE_NAMES)
+    + tuple("phrase_" + (re.sub(r"[^a-z]+", "_", p).strip("_") or {"$": "dollar", "```": "fence"}.get(p, "sym"))
+            for p in _PHRASES)
 )
-N_DENSE = 64
-assert len(DENSE_NAMES) <= N_DENSE, len(DENSE_NAMES)
-DENSE_NAMES = DENSE_NAMES + tuple(f"pad_{i}" for i in range(N_DENSE - len(DENSE_NAMES)))
-N_FEATURES = N_DENSE + N_HASH
+N_FEATURES = len(DENSE_NAMES)
+assert N_FEATURES == 62, N_FEATURES  # FEATURE_VERSION names the width
 
 _OFF_BYTES = 12
 _OFF_CUES = _OFF_BYTES + len(_BYTE_NAMES)
 _OFF_PHRASES = _OFF_CUES + len(_CUE_NAMES)
 
 _log1p = math.log1p
-_crc32 = zlib.crc32
 
 
 def _fill(text: str, out: np.ndarray) -> None:
     """Write the features of `text` into the zeroed float32 row `out` (length N_FEATURES)."""
-    lo = text.lower()
     raw = text.encode("utf-8", "surrogatepass")
     n_bytes = len(raw)
-    toks = _WORD_RE.findall(lo)
+    lob = raw.lower()  # ASCII-only lower-casing
+    words = lob.translate(_ALPHA_ONLY).split()
+    n_words = len(words)
+    if n_words:
+        lens = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
+        word_chars = int(lens.sum())
+        n_long = int(np.count_nonzero(lens >= 9))
+    else:
+        word_chars = n_long = 0
+    n_num = len(lob.translate(_DIGIT_ONLY).split())
+    n_mc = n_list = 0
+    for mc, _ in _LINE_RE.findall(raw):
+        if mc:
+            n_mc += 1
+        else:
+            n_list += 1
 
-    # --- hashed unigrams + bigrams, and cue counts, in one pass over the tokens
-    counts: dict[int, int] = {}
-    cue = [0] * len(_CUE_NAMES)
-    n_words = 0
-    n_long = 0
-    n_num = 0
-    word_chars = 0
-    prev = 0
-    cue_get = _CUE_INDEX.get
-    for t in toks:
-        h = _crc32(t.encode())
-        c0 = t[0]
-        if "a" <= c0 <= "z":
-            n_words += 1
-            lt = len(t)
-            word_chars += lt
-            if lt >= 9:
-                n_long += 1
-            gi = cue_get(t)
-            if gi is not None:
-                for g in gi:
-                    cue[g] += 1
-        elif "0" <= c0 <= "9":
-            n_num += 1
-            h = 0x5EED  # all numbers share one token: the value carries no task signal
-        u = h & _HASH_MASK
-        counts[u] = counts.get(u, 0) + 1
-        b = ((prev * 0x9E3779B1) ^ h) >> 7 & _HASH_MASK
-        counts[b] = counts.get(b, 0) + 1
-        prev = h
-    if counts:
-        idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        val = np.log1p(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
-        val /= np.sqrt(np.dot(val, val))
-        out[N_DENSE + idx] = val
-
-    # --- dense block
     out[0] = _log1p(len(text))
     out[1] = _log1p(n_words)
-    n_lines = text.count("\n") + 1
-    out[2] = _log1p(n_lines)
+    out[2] = _log1p(raw.count(b"\n") + 1)
     out[3] = (word_chars / n_words) / 10.0 if n_words else 0.0
     out[4] = _log1p(n_long)
     out[5] = _log1p(n_num)
-    n_mc = len(_MC_RE.findall(text))
     out[6] = _log1p(n_mc)
     out[7] = 1.0 if n_mc >= 2 else 0.0
-    out[8] = _log1p(len(_NUMLIST_RE.findall(text)))
-    out[9] = _log1p(len(_CODELINE_RE.findall(text)))
-    out[10] = _log1p(text.count(". ") + text.count("? ") + text.count("! ") + 1)
-    out[11] = len(set(toks)) / len(toks) if toks else 0.0
+    out[8] = _log1p(n_list)
+    out[9] = _log1p(len(_CODELINE_RE.findall(raw)))
+    out[10] = _log1p(raw.count(b". ") + raw.count(b"? ") + raw.count(b"! ") + 1)
+    out[11] = len(set(words)) / n_words if n_words else 0.0
     if n_bytes:
         hist = np.bincount(np.frombuffer(raw, dtype=np.uint8), minlength=256)
         out[_OFF_BYTES:_OFF_CUES] = (hist @ _BYTE_M) * (10.0 / n_bytes)
-    for g, c in enumerate(cue):
-        if c:
-            out[_OFF_CUES + g] = _log1p(c)
-    for i, p in enumerate(_PHRASES):
-        c = lo.count(p)
+    # Cue groups: number of distinct cue words of each group present in the text.
+    present = _CUE_WORDS.intersection(words)
+    if present:
+        cue = [0] * len(_CUE_NAMES)
+        for w in present:
+            for g in _CUE_INDEX[w]:
+                cue[g] += 1
+        for g, c in enumerate(cue):
+            if c:
+                out[_OFF_CUES + g] = _log1p(c)
+    for i, p in enumerate(_PHRASES_B):
+        c = lob.count(p)
         if c:
             out[_OFF_PHRASES + i] = _log1p(c)
 
