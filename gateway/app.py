@@ -23,7 +23,7 @@ from gateway.execution.degrade import HandOff
 from gateway.execution.executor import Executor
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
-from gateway.observability.logs import RequestLog, audit
+from gateway.observability.logs import RequestLog, audit, set_policy_version
 from gateway.observability.usage import Accountant
 from gateway.policy.reload import PolicyHolder
 from gateway.providers.registry import Providers
@@ -62,6 +62,7 @@ class Runtime:
 
         self.settings = settings
         self.policies = PolicyHolder(settings.policy, on_result=self._on_reload)
+        set_policy_version(self.policies.current.version)
         self.store = make_store(settings.redis_url, timeout_s=settings.redis_timeout) if settings.redis_url \
             else make_store(None)
         # The shipped classifier loads at start-up, so a missing or broken model stops the start here.
@@ -83,6 +84,7 @@ class Runtime:
         return {kind: getattr(s.scorer, "version", kind) for kind, s in self._scoring.items()}
 
     def _on_reload(self, result, holder) -> None:
+        set_policy_version(holder.current.version)
         metrics.POLICY_RELOADS.labels("ok" if result.ok else "rejected").inc()
         audit("policy_reload", ok=result.ok, trigger=result.trigger, version=holder.current.version,
               errors=result.errors)

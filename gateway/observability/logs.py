@@ -10,12 +10,18 @@ import time
 import orjson
 
 _audit = logging.getLogger("gateway.audit")
+_policy_version = {"value": None}
+
+
+def set_policy_version(version: str) -> None:
+    """Stamp every later log line with the policy version now serving."""
+    _policy_version["value"] = version
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                 "msg": record.getMessage()}
+                 "msg": record.getMessage(), "policy_version": _policy_version["value"]}
         extra = getattr(record, "fields", None)
         if extra:
             entry.update(extra)
