@@ -85,6 +85,8 @@ class Runtime:
 
     def _on_reload(self, result, holder) -> None:
         set_policy_version(holder.current.version)
+        if result.ok:
+            self.providers.sync_probes(holder.current)
         metrics.POLICY_RELOADS.labels("ok" if result.ok else "rejected").inc()
         audit("policy_reload", ok=result.ok, trigger=result.trigger, version=holder.current.version,
               errors=result.errors)

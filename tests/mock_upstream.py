@@ -26,6 +26,7 @@ scripts: dict[str, list] = {}
 defaults: dict[str, dict] = {}
 received: list[dict] = []
 hooks: list[dict] = []
+reported_load = {"processing": 0, "deferred": 0}
 
 
 _random = random.Random(7)
@@ -154,6 +155,18 @@ async def hooks_(request: web.Request) -> web.Response:
     return web.json_response(hooks)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """llama.cpp server's /metrics, with the load a test sets through /_load."""
+    text = (f"# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing {reported_load['processing']}\n"
+            f"# TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred {reported_load['deferred']}\n")
+    return web.Response(text=text)
+
+
+async def set_load(request: web.Request) -> web.Response:
+    reported_load.update(await request.json())
+    return web.json_response(reported_load)
+
+
 async def script(request: web.Request) -> web.Response:
     spec = await request.json()
     model = spec.get("model", "*")
@@ -175,6 +188,7 @@ async def reset(request: web.Request) -> web.Response:
     defaults.clear()
     received.clear()
     hooks.clear()
+    reported_load.update(processing=0, deferred=0)
     return web.json_response({"ok": True})
 
 
@@ -190,6 +204,8 @@ def make_app() -> web.Application:
     app.router.add_get("/_requests", requests_)
     app.router.add_post("/_reset", reset)
     app.router.add_post("/_hook", hook)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/_load", set_load)
     app.router.add_get("/_hooks", hooks_)
     return app
 

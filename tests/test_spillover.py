@@ -14,6 +14,10 @@ POLICY = """
 version: 1
 models:
   edge-slow: {{tier: edge, litellm: {{model: openai/edge-slow, api_base: "{url}", api_key: t}}, timeout: 5s}}
+  edge-probed:
+    tier: edge
+    litellm: {{model: openai/edge-probed, api_base: "{url}", api_key: t}}
+    load: {{probe: llamacpp, interval: 200ms}}
   cloud-x: {{tier: cloud, litellm: {{model: openai/cloud-x, api_base: "{url}", api_key: t}}}}
 classifier: {{kind: length}}
 routes:
@@ -21,6 +25,10 @@ routes:
     when: {{model: auto}}
     targets: [edge-slow]
     spillover: {{queue_depth: 2, to: [cloud-x], hold: 3s}}
+  - name: probed
+    when: {{model: probed}}
+    targets: [edge-probed]
+    spillover: {{queue_depth: 3, to: [cloud-x], hold: 0s}}
 retry: {{attempts: 1}}
 """
 
@@ -77,3 +85,18 @@ def test_explain_shows_the_spill_reason(gw, mock):
         t.join()
     assert d["chain"][0]["model"] == "cloud-x"
     assert any(reason.startswith("spilled over: edge queue 2") for reason in d["reasons"])
+
+
+def test_remote_edge_server_load_report_drives_spillover(gw, mock):
+    def model_now():
+        return httpx.post(gw.base + "/v1/chat/completions", timeout=10, json={
+            "model": "probed", "messages": [{"role": "user", "content": "hi"}]}).headers["x-gateway-model"]
+
+    assert model_now() == "edge-probed"
+    # The llama.cpp server says it is busy with traffic from elsewhere: 1 running, 4 deferred.
+    httpx.post(mock.base + "/_load", json={"processing": 1, "deferred": 4})
+    time.sleep(0.7)
+    assert model_now() == "cloud-x"
+    httpx.post(mock.base + "/_load", json={"processing": 0, "deferred": 0})
+    time.sleep(0.7)
+    assert model_now() == "edge-probed"

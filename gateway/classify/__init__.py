@@ -1,20 +1,31 @@
-# TEMPORARY (lead): placeholder until the classifier helper writes this module. Replace freely.
-from gateway.classify.base import LengthScorer
+"""Complexity classifier: a score in [0, 1] that a prompt needs the cloud tier rather than the edge tier.
+
+Serving API (imports only numpy + onnxruntime + stdlib):
+
+- ``load_scorer(kind="onnx", path=None)``: "onnx" = the shipped model in gateway/classify/model/ (or the
+  model file / folder at ``path``); "length" = the prompt-length baseline.
+- ``ClassifierLoadError``: raised with a clear message when a model is missing, corrupt or does not match
+  its metadata.
+- ``MicroBatcher(scorer, max_batch=32, max_wait_s=0.0005)``: ``await batcher.score(text)``.
+
+Training (``gateway train``) and evaluation (``gateway eval``) live in train.py / evaluate.py and need the
+optional ``train`` extra (scikit-learn, onnx).
+"""
+
+from __future__ import annotations
+
+from .base import ClassifierLoadError, LengthScorer, Scorer
+from .batcher import MicroBatcher
 
 
-class ClassifierLoadError(Exception):
-    pass
+def load_scorer(kind: str = "onnx", path: str | None = None) -> Scorer:
+    if kind == "length":
+        return LengthScorer()
+    if kind == "onnx":
+        from .model import OnnxScorer
+
+        return OnnxScorer(path)
+    raise ValueError(f"unknown scorer kind {kind!r} (expected 'onnx' or 'length')")
 
 
-def load_scorer(kind="onnx", path=None):
-    s = LengthScorer()
-    s.default_threshold = 0.5
-    return s
-
-
-class MicroBatcher:
-    def __init__(self, scorer, max_batch=32, max_wait_s=0.0005):
-        self.scorer = scorer
-
-    async def score(self, text):
-        return self.scorer.score_batch([text])[0]
+__all__ = ["ClassifierLoadError", "LengthScorer", "MicroBatcher", "Scorer", "load_scorer"]

@@ -176,7 +176,8 @@ def _close(word: str, allowed) -> str:
 # ---- sections -------------------------------------------------------------------------------------
 
 _MODEL_KEYS = {"tier", "litellm", "embedded", "client", "deployments", "timeout", "connect_timeout",
-               "first_token_timeout", "optional", "cost", "fallbacks", "description"}
+               "first_token_timeout", "optional", "cost", "fallbacks", "description", "load"}
+LOAD_PROBES = ("llamacpp", "llamacpp-metrics", "llamacpp-slots", "vllm")
 _DEPLOYMENT_RESERVED = {"weight", "name"}
 
 
@@ -284,6 +285,17 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
     if cost is not None:
         c.unknown_keys(cost, {"input_per_mtok", "output_per_mtok"}, f"{where}.cost")
     fallbacks, _ = c.names(spec, "fallbacks", where)
+    probe, interval = None, 1.0
+    load_spec = c.mapping(spec.get("load"), c.line_of(spec, "load"), f"{where}.load")
+    if load_spec is not None:
+        c.unknown_keys(load_spec, {"probe", "interval"}, f"{where}.load")
+        probe = c.get(load_spec, "probe", str, f"{where}.load")
+        if probe not in LOAD_PROBES:
+            c.err(c.line_of(load_spec, "probe"), f"{where}.load.probe must be one of {', '.join(LOAD_PROBES)}")
+            probe = None
+        if embedded is not None:
+            c.err(c.line_of(spec, "load"), f"{where}: the embedded model reports its own load; remove `load`")
+        interval = c.duration(load_spec, "interval", f"{where}.load", 1.0)
     unavailable = ""
     if missing:
         names = ", ".join(sorted(set(missing)))
@@ -307,6 +319,8 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
         cost_output_per_mtok=c.number(cost, "output_per_mtok", f"{where}.cost", None, 0.0) if cost else None,
         fallbacks=tuple(fallbacks),
         embedded=options,
+        load_probe=probe,
+        load_interval=interval,
         line=line,
     )
 

@@ -31,6 +31,8 @@ class ModelSpec:
     cost_output_per_mtok: float | None = None
     fallbacks: tuple[str, ...] = ()
     embedded: dict = field(default_factory=dict)  # options of the in-process model
+    load_probe: str | None = None    # "llamacpp" | "vllm": read the server's own load report
+    load_interval: float = 1.0
     line: int = 0
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+import asyncio
+import logging
+import time
+
 from gateway.policy.schema import Deployment, ModelSpec, Policy
 from gateway.providers.base import EdgeLoad, Provider
 from gateway.providers.litellm_client import LitellmProvider
@@ -19,6 +23,8 @@ class Providers:
         self._by_key: dict[bytes, Provider] = {}
         self._embedded: dict[str, Provider] = {}   # model name -> embedded provider
         self.in_flight: dict[str, int] = {}        # deployment name -> requests running
+        self._remote: dict[str, tuple[float, EdgeLoad]] = {}   # model -> (when, load the servers reported)
+        self._probes: dict[tuple, asyncio.Task] = {}
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -55,10 +61,48 @@ class Providers:
             provider = self._embedded.get(name)
             return provider.load() if provider is not None else None
         running = sum(self.in_flight.get(d.name, 0) for d in model.deployments)
-        return EdgeLoad(queue_depth=max(0, running - len(model.deployments)), in_flight=running)
+        local = EdgeLoad(queue_depth=max(0, running - len(model.deployments)), in_flight=running)
+        reported = self._remote.get(name)
+        if reported is None or time.monotonic() - reported[0] > 3 * model.load_interval:
+            return local
+        remote = reported[1]  # the servers know about traffic from other gateways too
+        return EdgeLoad(queue_depth=max(local.queue_depth, remote.queue_depth),
+                        in_flight=max(local.in_flight, remote.in_flight),
+                        tokens_per_second=remote.tokens_per_second, expected_wait_s=remote.expected_wait_s)
+
+    def sync_probes(self, policy: Policy) -> None:
+        """Poll the load of remote edge servers whose policy entry has `load: {probe: ...}`."""
+        wanted = {(m.name, m.load_probe, m.load_interval, tuple(d.params.get("api_base") or "" for d in m.deployments))
+                  for m in policy.models.values() if m.load_probe}
+        for key in list(self._probes):
+            if key not in wanted:
+                self._probes.pop(key).cancel()
+        for key in wanted:
+            if key not in self._probes:
+                self._probes[key] = asyncio.get_running_loop().create_task(self._poll(*key))
+
+    async def _poll(self, name: str, kind: str, interval: float, bases: tuple[str, ...]) -> None:
+        from gateway.providers.edge_load import poll_remote_load
+
+        while True:
+            try:
+                loads = [await poll_remote_load(self.session(), kind, base_url=base, timeout=min(1.0, interval))
+                         for base in bases]
+                loads = [x for x in loads if x is not None]
+                if loads:
+                    self._remote[name] = (time.monotonic(), EdgeLoad(
+                        queue_depth=sum(x.queue_depth for x in loads), in_flight=sum(x.in_flight for x in loads),
+                        tokens_per_second=sum(x.tokens_per_second for x in loads),
+                        expected_wait_s=min(x.expected_wait_s for x in loads)))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a probe must never stop
+                logging.getLogger("gateway.providers").exception("edge load probe of %s failed", name)
+            await asyncio.sleep(interval)
 
     async def start(self, policy: Policy) -> None:
-        """Load embedded models up front so the first request does not pay for it."""
+        """Load embedded models up front so the first request does not pay for it; start load probes."""
+        self.sync_probes(policy)
         for model in policy.models.values():
             if model.client == "embedded":
                 provider = self.get(model, model.deployments[0])
@@ -67,6 +111,8 @@ class Providers:
                     await start()
 
     async def aclose(self) -> None:
+        for task in self._probes.values():
+            task.cancel()
         for provider in list(self._by_key.values()) + list(self._embedded.values()):
             await provider.aclose()
         if self._session is not None:
@@ -74,7 +120,7 @@ class Providers:
 
 
 def _make_embedded(model: ModelSpec) -> Provider:
-    from gateway.providers.embedded import EmbeddedProvider, default_gguf_path
+    from gateway.providers.embedded import EmbeddedProvider
 
     options = model.embedded
     path = options.get("gguf", "default")

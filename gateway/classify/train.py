@@ -1,0 +1,242 @@
+"""Training pipeline: outcome data -> features -> MLP ensemble -> ONNX file + metadata JSON.
+
+Steps (``gateway train``; deterministic for a given ``--seed``, prints progress):
+
+1. load the outcome sets (data.py) and split each prompt by a seeded hash: train 60 %, val 15 %, test 25 %;
+2. features (features.py) for every prompt;
+3. fit ``members`` one-hidden-layer MLP regressors (scikit-learn, seeds seed..seed+members-1) on the train
+   split to predict the soft gain target (data.TARGET_DESCRIPTION); the ensemble is merged into one
+   wider hidden layer whose output weights are averaged, and the feature standardisation is folded into
+   the first layer;
+4. Platt scaling on the val split: score = sigmoid(a * raw + c) estimates P(strong model strictly better
+   than weak model on this prompt); a > 0, so the ranking is unchanged;
+5. export the graph (MatMul, Add, Relu, MatMul, Add, Sigmoid) with onnx.helper, then write metadata:
+   feature version, data files and their sha256, label, split, val metrics, calibration table (score
+   quantiles on val), default threshold (cloud share 0.3 on val) and the model file's sha256.
+
+Only this module imports scikit-learn and onnx (lazily, inside functions): serving never needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import data as D
+from . import features as F
+from .calibrate import quantile_table, share_at, threshold_from_table
+from .metrics import apgr, cpt
+from .model import MODEL_DIR, sha256_file
+
+DEFAULT_HIDDEN = 16
+DEFAULT_MEMBERS = 5
+DEFAULT_ALPHA = 1.0
+DEFAULT_MAX_ITER = 300
+DEFAULT_CLOUD_SHARE = 0.3
+MODEL_NAME = "classifier"
+OPSET = 17
+IR_VERSION = 8  # loadable by onnxruntime >= 1.14
+
+
+def fit_head(X: np.ndarray, y: np.ndarray, seed: int = 0, hidden: int = DEFAULT_HIDDEN,
+             members: int = DEFAULT_MEMBERS, alpha: float = DEFAULT_ALPHA, max_iter: int = DEFAULT_MAX_ITER,
+             log: Callable[[str], None] = print) -> dict:
+    """Fit the MLP ensemble on raw features X (float32) and targets y; returns merged float64 weights
+    of raw = relu(X @ W1 + b1) @ W2 + b2 (standardisation folded into W1, b1)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    Z = (X - mean) / scale
+    W1s, b1s, W2s, b2 = [], [], [], 0.0
+    for k in range(members):
+        t0 = time.perf_counter()
+        m = MLPRegressor(hidden_layer_sizes=(hidden,), alpha=alpha, max_iter=max_iter, early_stopping=True,
+                         random_state=seed + k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            m.fit(Z, y)
+        W1s.append(m.coefs_[0])
+        b1s.append(m.intercepts_[0])
+        W2s.append(m.coefs_[1] / members)
+        b2 += float(m.intercepts_[1][0]) / members
+        log(f"[train]   member {k + 1}/{members}: {m.n_iter_} epochs, {time.perf_counter() - t0:.1f}s")
+    W1 = np.hstack(W1s) / scale[:, None]
+    b1 = np.concatenate(b1s) - (mean / scale) @ np.hstack(W1s)
+    W2 = np.vstack(W2s)
+    return {"W1": W1, "b1": b1, "W2": W2, "b2": np.array([b2])}
+
+
+def head_raw(params: dict, X: np.ndarray) -> np.ndarray:
+    """numpy forward pass of the merged head before the output scaling (float64)."""
+    h = np.maximum(np.asarray(X, dtype=np.float64) @ params["W1"] + params["b1"], 0.0)
+    return (h @ params["W2"] + params["b2"]).reshape(-1)
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """sigmoid(a * raw + c) ~ P(y = 1). Falls back to a plain squashing if the fit is not increasing."""
+    from sklearn.linear_model import LogisticRegression
+
+    sd = float(np.std(raw)) or 1.0
+    if len(np.unique(y)) < 2:
+        return 1.0 / sd, 0.0
+    lr = LogisticRegression(C=100.0, max_iter=1000).fit((raw / sd).reshape(-1, 1), y)
+    a = float(lr.coef_[0][0]) / sd
+    c = float(lr.intercept_[0])
+    if not a > 0:
+        return 1.0 / sd, 0.0
+    return a, c
+
+
+def export_onnx(params: dict, a: float, c: float, path: Path, doc: str = "") -> None:
+    """Write the graph score = sigmoid((relu(x @ W1 + b1) @ W2 + b2) * a + c), float32, input [N, n_features]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    W1 = params["W1"].astype(np.float32)
+    b1 = params["b1"].astype(np.float32)
+    W2 = (params["W2"] * a).astype(np.float32)
+    b2 = (params["b2"] * a + c).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(W1, "W1"),
+        numpy_helper.from_array(b1, "b1"),
+        numpy_helper.from_array(W2, "W2"),
+        numpy_helper.from_array(b2, "b2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["features", "W1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "W2"], ["z0"]),
+        helper.make_node("Add", ["z0", "b2"], ["z1"]),
+        helper.make_node("Sigmoid", ["z1"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "complexity_head",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", W1.shape[0]])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, producer_name="gateway.classify.train", producer_version="1",
+                              opset_imports=[helper.make_opsetid("", OPSET)], doc_string=doc)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+
+
+def router_metrics(scores: Sequence[float], weak: Sequence[float], strong: Sequence[float]) -> dict | None:
+    try:
+        return {"n": len(scores), "apgr": round(apgr(scores, weak, strong), 4),
+                "cpt50": round(cpt(scores, weak, strong, 0.5), 4), "cpt80": round(cpt(scores, weak, strong, 0.8), 4)}
+    except ValueError:
+        return None
+
+
+def train(data_dir: str | None = None, out_dir: str | Path | None = None, seed: int = 0,
+          hidden: int = DEFAULT_HIDDEN, members: int = DEFAULT_MEMBERS, alpha: float = DEFAULT_ALPHA,
+          max_iter: int = DEFAULT_MAX_ITER, cloud_share: float = DEFAULT_CLOUD_SHARE,
+          log: Callable[[str], None] = print) -> dict:
+    """Train, export and write metadata; returns the metadata dict. See the module docstring."""
+    import sklearn
+
+    t_start = time.perf_counter()
+    np.random.seed(seed)
+    data_path = Path(data_dir) if data_dir else D.default_data_dir()
+    out = Path(out_dir) if out_dir else MODEL_DIR
+    log(f"[train] reading outcome data from {data_path}")
+    examples = D.load_all(data_path)
+    by_split = {s: [e for e in examples if e.split == s] for s in ("train", "val", "test")}
+    counts = {s: {ds: sum(1 for e in v if e.dataset == ds) for ds in ("mmlu", "llmrouter")} for s, v in by_split.items()}
+    log(f"[train] {len(examples)} prompts; split by sha256({D.SPLIT_SEED!r} + prompt): {counts}")
+    if not by_split["train"] or not by_split["val"]:
+        raise D.DataError("need prompts in both the train and the val split")
+
+    t0 = time.perf_counter()
+    Xtr = F.extract_batch([e.text for e in by_split["train"]])
+    Xva = F.extract_batch([e.text for e in by_split["val"]])
+    log(f"[train] features {F.FEATURE_VERSION} ({F.N_FEATURES} per prompt) in {time.perf_counter() - t0:.1f}s")
+    ytr = np.array([e.target for e in by_split["train"]])
+
+    log(f"[train] fitting {members} MLP(s) hidden={hidden} alpha={alpha} seed={seed}")
+    params = fit_head(Xtr, ytr, seed=seed, hidden=hidden, members=members, alpha=alpha, max_iter=max_iter, log=log)
+
+    raw_va = head_raw(params, Xva)
+    y_platt = np.array([1 if e.strong > e.weak else 0 for e in by_split["val"]])
+    a, c = fit_platt(raw_va, y_platt)
+    log(f"[train] Platt scaling on val: a={a:.4f} c={c:.4f}")
+
+    model_path = out / f"{MODEL_NAME}.onnx"
+    export_onnx(params, a, c, model_path, doc=f"gateway complexity classifier; features {F.FEATURE_VERSION}")
+    digest = sha256_file(model_path)
+    log(f"[train] wrote {model_path} ({model_path.stat().st_size} bytes, sha256 {digest[:12]})")
+
+    # Scores on val through the exported graph itself: the calibration table must match serving.
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
+    s_va = sess.run(["score"], {"features": Xva})[0].reshape(-1).astype(np.float64)
+    table = quantile_table(s_va)
+    default_threshold = threshold_from_table(table, cloud_share)
+
+    metrics: dict = {"split": "val", "datasets": {}}
+    for ds in ("mmlu", "llmrouter"):
+        idx = [i for i, e in enumerate(by_split["val"]) if e.dataset == ds]
+        if not idx:
+            continue
+        wk = [by_split["val"][i].weak for i in idx]
+        st = [by_split["val"][i].strong for i in idx]
+        metrics["datasets"][ds] = {
+            "model": router_metrics(s_va[idx], wk, st),
+            "length": router_metrics(Xva[idx, 0], wk, st),
+        }
+    metrics["share_at_default_threshold"] = round(share_at(s_va, default_threshold), 4)
+
+    meta = {
+        "format": 1,
+        "model_file": model_path.name,
+        "sha256": digest,
+        "bytes": model_path.stat().st_size,
+        "feature_version": F.FEATURE_VERSION,
+        "n_features": F.N_FEATURES,
+        "feature_names": list(F.DENSE_NAMES),
+        "head": {"type": "mlp-ensemble", "members": members, "hidden": hidden, "activation": "relu",
+                 "alpha": alpha, "max_iter": max_iter, "merged_hidden": int(params["W1"].shape[1]),
+                 "output": "sigmoid(a * raw + c)", "platt": {"a": a, "c": c}},
+        "score": "estimated P(strong model scores strictly better than weak model), Platt-scaled on val",
+        "seed": seed,
+        "training": {
+            "files": D.source_files(data_path),
+            "pairs": {"mmlu": {"weak": D.ROUTELLM_WEAK, "strong": D.ROUTELLM_STRONG},
+                      "llmrouter": {"weak": D.LLMROUTER_WEAK, "strong": D.LLMROUTER_STRONG,
+                                    "target_small": list(D.LLMROUTER_SMALL), "target_big": list(D.LLMROUTER_BIG)}},
+            "label": D.TARGET_DESCRIPTION,
+            "split": {"method": "sha256(seed + NUL + prompt) -> [0,1): train < 0.6 <= val < 0.75 <= test",
+                      "seed": D.SPLIT_SEED, "fractions": list(D.SPLIT_FRACTIONS), "counts": counts},
+            "trained_on": "train",
+            "libraries": {"scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        },
+        "calibration": {"split": "val", "n": len(s_va), "points": len(table), "rule": "cloud if score >= threshold",
+                        "quantiles": [round(v, 7) for v in table]},
+        "default_cloud_share": cloud_share,
+        "default_threshold": round(default_threshold, 7),
+        "metrics": metrics,
+    }
+    meta_path = out / f"{MODEL_NAME}.json"
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    log(f"[train] wrote {meta_path}; default threshold {meta['default_threshold']:.4f} (cloud share {cloud_share} on val)")
+    for ds, m in metrics["datasets"].items():
+        if m["model"] and m["length"]:
+            log(f"[train] val {ds}: APGR model {m['model']['apgr']:.3f} vs length {m['length']['apgr']:.3f}")
+    log(f"[train] done in {time.perf_counter() - t_start:.1f}s")
+    return meta
