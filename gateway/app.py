@@ -107,6 +107,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.policies.stop()
         await self.handoff.drain()
+        await self.accountant.aclose()
         for task in list(self._background):
             task.cancel()
         await self.providers.aclose()
@@ -120,8 +121,8 @@ class Runtime:
         tier = model.tier if model is not None else (decision.tier if decision is not None else "-")
         status = state["status"]
         degraded = state["degraded"] is not None
-        metrics.REQUESTS.labels(route, tier, model.name if model else "-", str(status),
-                                "true" if degraded else "false").inc()
+        metrics.child(metrics.REQUESTS, route, tier, model.name if model else "-", str(status),
+                      "true" if degraded else "false").inc()
         usage = state.get("usage")
         cost = cost_of(model, usage) if model is not None else 0.0
         record = {"request_id": request_id, "policy_version": policy.version, "route": route, "tier": tier,
@@ -143,21 +144,13 @@ class Runtime:
         if len(self.recent) > 2000:
             del self.recent[:1000]
         if decision is not None and status == 200:
-            task = asyncio.get_running_loop().create_task(self._account(state, route, model, tier, usage, cost))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _account(self, state, route, model, tier, usage, cost) -> None:
-        reference = state.get("reference")
-        ref_cost = cost_of(reference, usage) if reference is not None and usage is not None else cost
-        try:
-            await self.accountant.record(
+            reference = state.get("reference")
+            ref_cost = cost_of(reference, usage) if reference is not None and usage is not None else cost
+            self.accountant.record(
                 key=state.get("key"), route=route, model=model.name if model else "canned", tier=tier,
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 completion_tokens=usage.completion_tokens if usage else 0,
-                cost=cost, reference_cost=ref_cost, degraded=state["degraded"] is not None)
-        except Exception:  # noqa: BLE001 - accounting must never break serving
-            log.exception("usage accounting failed")
+                cost=cost, reference_cost=ref_cost, degraded=degraded)
 
     async def status(self) -> dict:
         """What the dashboard shows."""

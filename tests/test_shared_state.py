@@ -134,9 +134,13 @@ def test_cache_written_by_one_replica_is_served_by_another(fleet, mock):
 
 def test_usage_is_accounted_in_the_shared_store(fleet, mock):
     chat(fleet[0], key=KEY_B, content="count me")
-    time.sleep(0.3)
-    usage = httpx.get(fleet[1].base + "/admin/usage", headers=fleet[1].admin()).json()
-    day = next(iter(usage.values()))
+    deadline = time.monotonic() + 5  # replicas flush their sums to the store once a second
+    while time.monotonic() < deadline:
+        usage = httpx.get(fleet[1].base + "/admin/usage", headers=fleet[1].admin()).json()
+        day = next(iter(usage.values()), {})
+        if day.get("key=team-b", {}).get("requests", 0) >= 1:
+            break
+        time.sleep(0.2)
     assert day["key=team-b"]["requests"] >= 1 and day["key=team-b"]["completion_tokens"] >= 7
 
 

@@ -151,13 +151,13 @@ class Executor:
                     except BaseException:
                         await stream.aclose()
                         raise
-                    metrics.TTFT.labels(model.name, model.tier).observe(time.monotonic() - started)
+                    metrics.child(metrics.TTFT, model.name, model.tier).observe(time.monotonic() - started)
                     outcome.stream, outcome.first_chunk = stream, first
                     outcome._release = lambda: _decrement(in_flight, name)
                     released = True  # the api releases the slot when the stream ends
                 else:
                     outcome.completion = await provider.complete(call)
-                    metrics.UPSTREAM_LATENCY.labels(model.name, model.tier).observe(time.monotonic() - started)
+                    metrics.child(metrics.UPSTREAM_LATENCY, model.name, model.tier).observe(time.monotonic() - started)
             except UpstreamError as exc:
                 await self.breakers.failure(breaker, name, exc.kind)
                 raise

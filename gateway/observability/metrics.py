@@ -47,3 +47,20 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# Children of labelled metrics, cached: `labels()` takes a lock and builds a key on every call.
+_children: dict = {}
+
+
+def child(metric, *labels):
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
+def token_usage(model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    child(TOKENS, model, "input").inc(prompt_tokens)
+    child(TOKENS, model, "output").inc(completion_tokens)
