@@ -17,7 +17,7 @@ from redis_fixture import REDIS_SERVER, SKIP_REASON, start_redis, stop_redis
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason=SKIP_REASON)
 
-KEY_A, KEY_B, KEY_C = "sk-team-a-secret", "sk-team-b-secret", "sk-team-c-secret"
+KEY_A, KEY_B, KEY_C, KEY_T = "sk-team-a-secret", "sk-team-b-secret", "sk-team-c-secret", "sk-team-t-secret"
 
 POLICY = """
 version: 1
@@ -32,6 +32,7 @@ auth:
     - {{name: team-a, sha256: {a}, group: research, rpm: {rpm}}}
     - {{name: team-b, sha256: {b}, group: support}}
     - {{name: team-c, sha256: {c}, group: support}}
+    - {{name: team-t, sha256: {t}, group: support, tpm: 100}}
 routes:
   - name: cached
     when: {{model: cached}}
@@ -52,7 +53,7 @@ limits: {{fail: open}}
 def policy(url: str, rpm: int = 10) -> str:
     return POLICY.format(url=url, rpm=rpm, a=hashlib.sha256(KEY_A.encode()).hexdigest(),
                          b=hashlib.sha256(KEY_B.encode()).hexdigest(),
-                         c=hashlib.sha256(KEY_C.encode()).hexdigest())
+                         c=hashlib.sha256(KEY_C.encode()).hexdigest(), t=hashlib.sha256(KEY_T.encode()).hexdigest())
 
 
 def chat(gw, model="auto", key=KEY_A, content="hi", **extra):
@@ -99,6 +100,19 @@ def test_rate_limit_is_shared_across_three_replicas(fleet, mock):
     assert h["x-ratelimit-limit-requests"] == "10" and h["x-ratelimit-remaining-requests"] == "0"
     body = chat(fleet[0]).json()
     assert body["error"]["code"] == "rate_limit_exceeded" and body["error"]["type"] == "rate_limit_error"
+
+
+def test_token_limit_estimates_then_corrects_with_real_usage(fleet, mock):
+    # "hi" with max_tokens 80 is estimated at 84 tokens; the mock really uses 8. Without the correction
+    # the second request (84 + 84 > 100) would be refused.
+    for i in range(2):
+        r = chat(fleet[i], key=KEY_T, max_tokens=80)
+        assert r.status_code == 200, r.text
+        time.sleep(0.1)
+    r = chat(fleet[2], key=KEY_T, max_tokens=95)       # 16 used + 99 estimated > 100
+    assert r.status_code == 429
+    assert r.headers["x-ratelimit-limit-tokens"] == "100"
+    assert "tokens per minute" in r.json()["error"]["message"]
 
 
 def test_breaker_opened_by_one_replica_is_seen_by_the_others(fleet, mock):
