@@ -71,7 +71,7 @@ def _load_requests(path: str) -> list[dict]:
 
 
 def _offline_router():
-    from gateway.classify import MicroBatcher, load_scorer
+    from gateway.classify import load_scorer
     from gateway.routing.router import Router
 
     class _Direct:
@@ -95,30 +95,12 @@ def _offline_router():
     return Router(scoring)
 
 
-async def _decide(router, policy, body: dict, key_name=None):
-    from gateway.api.validate import validate_chat
-    from gateway.routing.request import ChatRequest
-
-    model, messages, stream = validate_chat(body)
-    headers = {k.lower(): v for k, v in (body.pop("_headers", None) or {}).items()}
-    key = None
-    presented = body.pop("_api_key", None)
-    if presented:
-        from gateway.admission.keys import _find
-
-        key = _find(policy, presented)
-    request = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
-                          key.group if key else None, "explain")
-    return await router.decide(policy, request)
-
-
 def _policy_explain(args) -> int:
     import orjson
 
-    from gateway.api.admin import explain_decision, signals_seen
+    from gateway.api.admin import explain_request
     from gateway.errors import ApiError
     from gateway.policy import PolicyInvalid, load_policy
-    from gateway.routing.router import NoRoute, UnknownModel
 
     try:
         policy = load_policy(args.policy)
@@ -133,14 +115,9 @@ def _policy_explain(args) -> int:
     status = 0
     for body in requests:
         try:
-            decision, plan, signals = asyncio.run(_decide(router, policy, body))
-            result = {**explain_decision(decision, plan), "signals": signals_seen(signals)}
+            result = asyncio.run(explain_request(router, policy, body))
         except ApiError as exc:
             result, status = {"error": exc.message}, 2
-        except UnknownModel as exc:
-            result, status = {"error": f"unknown model {exc}"}, 2
-        except NoRoute:
-            result, status = {"error": "no route matches"}, 2
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return status
 
@@ -158,7 +135,7 @@ def _policy_diff(args) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.requests}: {exc}", file=sys.stderr)
         return 2
-    report = asyncio.run(diff_policies(_offline_router(), old, new, requests, _decide))
+    report = asyncio.run(diff_policies(_offline_router(), old, new, requests))
     print(format_diff(report, examples=args.examples))
     return 0
 

@@ -20,17 +20,18 @@ def authenticate(policy: Policy, headers: dict) -> KeySpec | None:
     """The caller's key, None when the policy does not ask for keys; raises 401 otherwise."""
     if not policy.auth_required:
         presented = bearer(headers)
-        return _find(policy, presented) if presented and policy.keys else None
+        return find_key(policy, presented) if presented and policy.keys else None
     presented = bearer(headers)
     if not presented:
         raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
-    key = _find(policy, presented)
+    key = find_key(policy, presented)
     if key is None:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
     return key
 
 
-def _find(policy: Policy, presented: str) -> KeySpec | None:
+def find_key(policy: Policy, presented: str) -> KeySpec | None:
+    """The policy's key with this value, or None."""
     digest = hashlib.sha256(presented.encode()).digest()
     found = None
     for key in policy.keys:  # look at every key so the time taken does not depend on which one matched

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from gateway.api.validate import parse_json, validate_chat
+from gateway.admission.keys import find_key
 from gateway.errors import ApiError
 from gateway.observability.logs import audit
 from gateway.routing.request import ChatRequest
@@ -41,6 +42,25 @@ def signals_seen(signals) -> dict:
     return {"messages": len(signals.request.messages), "estimated_tokens": signals.estimated_tokens,
             "tools": signals.has_tools, "images": signals.has_images, "pii": sorted(signals.pii),
             "score": signals.score, "key": signals.request.key_name, "group": signals.request.key_group}
+
+
+async def explain_request(router, policy, body: dict, headers: dict | None = None) -> dict:
+    """The decision for one request body, without calling any upstream (admin endpoint and CLI).
+
+    `_api_key` in the body stands for the caller's key; `_headers` for request headers (CLI use)."""
+    presented = body.pop("_api_key", None)
+    headers = {**{k.lower(): v for k, v in (body.pop("_headers", None) or {}).items()}, **(headers or {})}
+    model, messages, stream = validate_chat(body)
+    key = find_key(policy, presented) if isinstance(presented, str) else None
+    request = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
+                          key.group if key else None, "explain")
+    try:
+        decision, plan, signals = await router.decide(policy, request)
+    except UnknownModel:
+        raise ApiError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found") from None
+    except NoRoute:
+        raise ApiError(400, "No route of the policy matches this request.", code="no_route") from None
+    return {**explain_decision(decision, plan), "signals": signals_seen(signals)}
 
 
 def admin_endpoints(runtime):
@@ -84,24 +104,8 @@ def admin_endpoints(runtime):
 
     async def explain(request: Request) -> Response:
         body = parse_json(await request.body())
-        model, messages, stream = validate_chat(body)
-        policy = runtime.policies.current
         headers = {k.lower(): v for k, v in request.headers.items()}
-        key = None
-        presented = body.pop("_api_key", None) if isinstance(body.get("_api_key"), str) else None
-        if presented:
-            from gateway.admission.keys import _find
-
-            key = _find(policy, presented)
-        req = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
-                          key.group if key else None, "explain")
-        try:
-            decision, plan, signals = await runtime.router.decide(policy, req)
-        except UnknownModel:
-            raise ApiError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found")
-        except NoRoute:
-            raise ApiError(400, "No route of the policy matches this request.", code="no_route")
-        return _json({**explain_decision(decision, plan), "signals": signals_seen(signals)})
+        return _json(await explain_request(runtime.router, runtime.policies.current, body, headers))
 
     async def usage(request: Request) -> Response:
         days = int(request.query_params.get("days", "7") or 7)

@@ -5,24 +5,28 @@ from __future__ import annotations
 from collections import Counter
 
 from gateway.policy.schema import Policy
+from gateway.routing.request import ChatRequest
 
 
-async def _outcome(router, policy: Policy, body: dict, decide) -> dict:
+async def _outcome(router, policy: Policy, body: dict) -> dict:
+    model = body.get("model")
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    request = ChatRequest(body, b"", model if isinstance(model, str) else "", bool(body.get("stream")), messages, {})
     try:
-        decision, plan, _ = await decide(router, policy, dict(body))
+        decision, plan, _ = await router.decide(policy, request)
     except Exception as exc:  # noqa: BLE001 - an unroutable request is a result too
         return {"route": f"error: {type(exc).__name__}", "tier": "-", "model": "-"}
     first = plan.targets[0].name if plan.targets else "-"
     return {"route": decision.route, "tier": decision.tier, "model": first}
 
 
-async def diff_policies(router, old: Policy, new: Policy, requests: list[dict], decide) -> dict:
+async def diff_policies(router, old: Policy, new: Policy, requests: list[dict]) -> dict:
     changed = Counter()
     examples: dict[str, list] = {"route": [], "tier": [], "model": []}
     moves = Counter()
     for i, body in enumerate(requests):
-        a = await _outcome(router, old, body, decide)
-        b = await _outcome(router, new, body, decide)
+        a = await _outcome(router, old, body)
+        b = await _outcome(router, new, body)
         for field in ("route", "tier", "model"):
             if a[field] != b[field]:
                 changed[field] += 1
