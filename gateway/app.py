@@ -140,7 +140,7 @@ class Runtime:
             record["answer"] = state.get("answer")
         self.request_log.write(record)
         self.recent.append({"t": time.time(), "ms": record["latency_ms"], "tier": tier, "status": status,
-                            "degraded": degraded, "model": record["model"]})
+                            "degraded": degraded, "model": record["model"] or ("canned" if degraded else None)})
         if len(self.recent) > 2000:
             del self.recent[:1000]
         if decision is not None and status == 200:
@@ -178,8 +178,9 @@ class Runtime:
             "cost_today_usd": today.get("cost_usd", 0.0), "reference_cost_today_usd": today.get("reference_cost_usd", 0.0),
             "savings_today_usd": today.get("savings_usd", 0.0),
             "policy_version": holder.current.version,
+            "last_reload_ok": holder.last_result.ok,
             "last_reload_error": None if holder.last_error is None else holder.last_error.errors,
-            "redis": "ok" if self.store.healthy else "degraded",
+            "redis": "off" if not self.settings.redis_url else ("ok" if self.store.healthy else "degraded"),
         }
 
 

@@ -44,4 +44,8 @@ class Settings:
             except ValueError:
                 raise SystemExit(f"GATEWAY_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        if settings.policy == cls.policy and not os.path.exists(settings.policy):
+            # Installed from a wheel and run outside the repository: use the packaged default policy.
+            settings.policy = os.path.join(os.path.dirname(__file__), "policies", "default.yaml")
+        return settings

@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         train(data_dir=args.data, out_dir=args.out, seed=args.seed, hidden=args.hidden, members=args.members,
-              alpha=args.alpha, cloud_share=args.default_cloud_share)
+              alpha=args.alpha, cloud_share=args.default_cloud_share, prior_beta=args.prior_beta)
     except DataError as e:
         _err(str(e))
         return EXIT_INPUT
@@ -192,6 +192,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--members", type=int, default=5, help="MLPs in the ensemble")
     p.add_argument("--hidden", type=int, default=16, help="hidden units per MLP")
     p.add_argument("--alpha", type=float, default=1.0, help="L2 penalty")
+    p.add_argument("--prior-beta", type=float, default=0.5, help="weight of the task-complexity prior (0: MLP only)")
     p.add_argument("--default-cloud-share", type=float, default=0.3, help="share that sets default_threshold")
     p.set_defaults(func=cmd_train)
 
