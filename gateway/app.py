@@ -34,6 +34,19 @@ from gateway.state import make_store
 log = logging.getLogger("gateway")
 
 
+class _Timed:
+    """Observes the classifier's latency once per batch, not once per request."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+
+    def score_batch(self, texts):
+        started = time.perf_counter()
+        scores = self.scorer.score_batch(texts)
+        metrics.CLASSIFIER_LATENCY.observe(time.perf_counter() - started)
+        return scores
+
+
 class ScoringKind:
     """One classifier kind, with concurrent requests scored in batches."""
 
@@ -42,13 +55,10 @@ class ScoringKind:
 
         self.scorer = scorer
         self.default_threshold = scorer.default_threshold
-        self._batcher = MicroBatcher(scorer)
+        self._batcher = MicroBatcher(_Timed(scorer))
 
     async def score(self, text: str) -> float:
-        started = time.perf_counter()
-        value = await self._batcher.score(text)
-        metrics.CLASSIFIER_LATENCY.observe(time.perf_counter() - started)
-        return value
+        return await self._batcher.score(text)
 
     def threshold_for_share(self, cloud_share: float) -> float:
         return self.scorer.threshold_for_share(cloud_share)
@@ -78,7 +88,8 @@ class Runtime:
         self.handoff = HandOff(self.providers.session)
         self.request_log = RequestLog(enabled=settings.log_requests)
         self._background: set[asyncio.Task] = set()
-        self.recent: list[dict] = []  # the last requests, for the dashboard's percentiles
+        # The last requests, for the dashboard: (time, latency ms, tier, status, degraded, model).
+        self.recent: list[tuple] = []
 
     def scoring_status(self) -> dict:
         return {kind: getattr(s.scorer, "version", kind) for kind, s in self._scoring.items()}
@@ -125,22 +136,24 @@ class Runtime:
                       "true" if degraded else "false").inc()
         usage = state.get("usage")
         cost = cost_of(model, usage) if model is not None else 0.0
-        record = {"request_id": request_id, "policy_version": policy.version, "route": route, "tier": tier,
-                  "model": model.name if model else None, "status": status, "latency_ms": round(elapsed * 1e3, 3),
-                  "score": decision.score if decision is not None else None,
-                  "attempts": outcome.tries if outcome is not None else 0,
-                  "fallbacks": outcome.fallbacks if outcome is not None else 0,
-                  "degraded": state["degraded"], "cache": state["cache"],
-                  "prompt_tokens": usage.prompt_tokens if usage else 0,
-                  "completion_tokens": usage.completion_tokens if usage else 0, "cost_usd": cost}
-        if state.get("stream_error"):
-            record["stream_error"] = state["stream_error"]
-        if "prompt" in state:  # only when the policy opts in (logging.prompts)
-            record["prompt"] = state["prompt"]
-            record["answer"] = state.get("answer")
-        self.request_log.write(record)
-        self.recent.append({"t": time.time(), "ms": record["latency_ms"], "tier": tier, "status": status,
-                            "degraded": degraded, "model": record["model"] or ("canned" if degraded else None)})
+        elapsed_ms = round(elapsed * 1e3, 3)
+        if self.request_log.enabled:
+            record = {"request_id": request_id, "policy_version": policy.version, "route": route, "tier": tier,
+                      "model": model.name if model else None, "status": status, "latency_ms": elapsed_ms,
+                      "score": decision.score if decision is not None else None,
+                      "attempts": outcome.tries if outcome is not None else 0,
+                      "fallbacks": outcome.fallbacks if outcome is not None else 0,
+                      "degraded": state["degraded"], "cache": state["cache"],
+                      "prompt_tokens": usage.prompt_tokens if usage else 0,
+                      "completion_tokens": usage.completion_tokens if usage else 0, "cost_usd": cost}
+            if state.get("stream_error"):
+                record["stream_error"] = state["stream_error"]
+            if "prompt" in state:  # only when the policy opts in (logging.prompts)
+                record["prompt"] = state["prompt"]
+                record["answer"] = state.get("answer")
+            self.request_log.write(record)
+        self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
+                            model.name if model else ("canned" if degraded else None)))
         if len(self.recent) > 2000:
             del self.recent[:1000]
         if decision is not None and status == 200:
@@ -155,25 +168,25 @@ class Runtime:
     async def status(self) -> dict:
         """What the dashboard shows."""
         now = time.time()
-        window = [r for r in self.recent if r["t"] > now - 300]
-        latencies = sorted(r["ms"] for r in window)
+        window = [r for r in self.recent if r[0] > now - 300]
+        latencies = sorted(r[1] for r in window)
 
         def pct(p: float):
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
 
         tiers, models = {}, {}
-        for r in window:
-            tiers[r["tier"]] = tiers.get(r["tier"], 0) + 1
-            if r["model"]:
-                models[r["model"]] = models.get(r["model"], 0) + 1
+        for _, _, tier, _, _, model in window:
+            tiers[tier] = tiers.get(tier, 0) + 1
+            if model:
+                models[model] = models.get(model, 0) + 1
         holder = self.policies
         usage = await self.accountant.report(1)
         today = next(iter(usage.values()), {}).get("all", {})
         return {
             "window_s": 300, "requests": len(window), "tiers": tiers, "models": models,
             "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
-            "error_rate": (sum(1 for r in window if r["status"] >= 500) / len(window)) if window else 0.0,
-            "degraded_rate": (sum(1 for r in window if r["degraded"]) / len(window)) if window else 0.0,
+            "error_rate": (sum(1 for r in window if r[3] >= 500) / len(window)) if window else 0.0,
+            "degraded_rate": (sum(1 for r in window if r[4]) / len(window)) if window else 0.0,
             "breakers": await self.breakers.states(),
             "cost_today_usd": today.get("cost_usd", 0.0), "reference_cost_today_usd": today.get("reference_cost_usd", 0.0),
             "savings_today_usd": today.get("savings_usd", 0.0),

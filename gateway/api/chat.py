@@ -7,6 +7,7 @@ going away so that an abandoned request cancels its upstream call.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -32,6 +33,13 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """Unique across processes (random prefix per process) and cheap (a counter)."""
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 async def read_body(receive, limit: int, declared: str | None) -> bytes:
@@ -70,7 +78,7 @@ class ChatCompletions:
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given_id = headers.get("x-request-id")
-        request_id = given_id if given_id and _REQUEST_ID.match(given_id) else uuid.uuid4().hex
+        request_id = given_id if given_id and _REQUEST_ID.match(given_id) else _new_request_id()
         policy = rt.policies.current  # this request keeps this version to the end, whatever reloads happen
         state = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
         try:

@@ -14,31 +14,37 @@ from gateway.observability import metrics
 from gateway.state.base import Store
 
 log = logging.getLogger("gateway.usage")
+_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "reference_cost_usd", "savings_usd",
+           "degraded")
 
 
 class Accountant:
     def __init__(self, store: Store, flush_every: float = 1.0) -> None:
         self.store = store
         self.flush_every = flush_every
-        self._pending: dict[str, dict[str, float]] = {}
+        self._pending: dict[tuple, list] = {}   # (day, key, route, model, tier) -> sums in _FIELDS order
         self._task: asyncio.Task | None = None
 
     def record(self, *, key: str | None, route: str, model: str, tier: str, prompt_tokens: int,
                completion_tokens: int, cost: float, reference_cost: float, degraded: bool) -> None:
-        scope = f"usage:{time.strftime('%Y-%m-%d', time.gmtime())}:"
-        fields = {"requests": 1, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "cost_usd": cost, "reference_cost_usd": reference_cost,
-                  "savings_usd": max(0.0, reference_cost - cost), "degraded": 1 if degraded else 0}
-        for record in (f"key={key or '-'}", f"route={route}", f"model={model}|tier={tier}", "all"):
-            pending = self._pending.setdefault(scope + record, {})
-            for name, value in fields.items():
-                pending[name] = pending.get(name, 0.0) + value
+        # One small update per request; the four scopes are expanded at flush time.
+        group = (int(time.time() // 86400), key or "-", route, model, tier)
+        sums = self._pending.get(group)
+        if sums is None:
+            sums = self._pending[group] = [0, 0, 0, 0.0, 0.0, 0.0, 0]
+        sums[0] += 1
+        sums[1] += prompt_tokens
+        sums[2] += completion_tokens
+        sums[3] += cost
+        sums[4] += reference_cost
+        sums[5] += max(0.0, reference_cost - cost)
+        sums[6] += 1 if degraded else 0
         if prompt_tokens or completion_tokens:
             metrics.token_usage(model, prompt_tokens, completion_tokens)
         if cost:
-            metrics.COST.labels(route, tier, model).inc(cost)
+            metrics.child(metrics.COST, route, tier, model).inc(cost)
         if reference_cost > cost:
-            metrics.SAVINGS.labels(route).inc(reference_cost - cost)
+            metrics.child(metrics.SAVINGS, route).inc(reference_cost - cost)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
@@ -49,7 +55,15 @@ class Accountant:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
-        for key, fields in pending.items():
+        records: dict[str, dict[str, float]] = {}
+        for (day, key, route, model, tier), sums in pending.items():
+            scope = f"usage:{time.strftime('%Y-%m-%d', time.gmtime(day * 86400))}:"
+            fields = dict(zip(_FIELDS, sums))
+            for record in (f"key={key}", f"route={route}", f"model={model}|tier={tier}", "all"):
+                total = records.setdefault(scope + record, dict.fromkeys(_FIELDS, 0.0))
+                for name, value in fields.items():
+                    total[name] += value
+        for key, fields in records.items():
             try:
                 await self.store.counters_add(key, fields)
             except Exception:  # noqa: BLE001 - accounting must never break serving

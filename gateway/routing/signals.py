@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from gateway.routing.pii import PiiDetector
 from gateway.routing.request import ChatRequest, message_text
+
+
+class cached_property:  # noqa: N801 - functools' version takes a lock on every first access in 3.11
+    """Computed on first access, then stored on the instance (which then shadows this descriptor)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 class Signals:
