@@ -202,7 +202,7 @@ def _error_response(status: int, message: str, code: str, headers: dict | None =
     return Response(exc.body(), status_code=status, media_type="application/json", headers=exc.headers)
 
 
-def build_app(settings: Settings | None = None) -> Starlette:
+def build_app(settings: Settings | None = None) -> "ChatFastPath":
     settings = settings or Settings.from_env()
     runtime = Runtime(settings)
     healthz, readyz, metrics_endpoint = health_endpoints(runtime)
@@ -247,9 +247,28 @@ def build_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         404: not_found, 405: not_allowed, ApiError: api_error, Exception: server_error})
     app.state.runtime = runtime
-    return app
+    return ChatFastPath(app, chat)
 
 
-def create_app() -> Starlette:
+class ChatFastPath:
+    """Sends chat requests straight to their endpoint and everything else through Starlette: the chat
+    path is the hot one, and Starlette's middleware and route matching cost ~10 µs a request there."""
+
+    _PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+
+    def __init__(self, app: Starlette, chat: ChatCompletions) -> None:
+        self.app = app
+        self.chat = chat
+        self.state = app.state
+        self.router = app.router
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] in self._PATHS:
+            await self.chat(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app() -> "ChatFastPath":
     """Factory for `uvicorn --factory gateway.app:create_app` (settings from the environment)."""
     return build_app(Settings.from_env())

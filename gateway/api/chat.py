@@ -111,8 +111,8 @@ class ChatCompletions:
                 state["cache"] = "hit" if cached else "miss"
                 if cached is not None:
                     extra = decision_headers(request_id, policy.version, decision) + [(b"x-gateway-cache", b"hit")]
-                    await _answer_cached(send, request, cached, extra)
                     state["status"] = 200
+                    await _answer_cached(send, request, cached, extra)
                     return
             else:
                 ckey = None
@@ -127,6 +127,13 @@ class ChatCompletions:
             state["status"] = 499  # the client went away; the upstream call was cancelled with us
             if not _cancelled_by_disconnect():
                 raise
+        except Exception:  # a bug of ours: still answer in OpenAI's shape when nothing was sent yet
+            log.exception("unhandled error in the chat endpoint")
+            if state["status"]:
+                raise
+            state["status"] = 500
+            await _send_error(send, ApiError(500, "The gateway failed to handle this request.",
+                                             code="internal_error"), [(b"x-request-id", request_id.encode())])
         finally:
             rt.finish_request(request_id, policy, state, time.perf_counter() - started)
 
