@@ -135,7 +135,9 @@ class Runtime:
         metrics.child(metrics.REQUESTS, route, tier, model.name if model else "-", str(status),
                       "true" if degraded else "false").inc()
         usage = state.get("usage")
-        cost = cost_of(model, usage) if model is not None else 0.0
+        cost = state.get("cost")
+        if cost is None:
+            cost = cost_of(model, usage) if model is not None else 0.0
         elapsed_ms = round(elapsed * 1e3, 3)
         if self.request_log.enabled:
             record = {"request_id": request_id, "policy_version": policy.version, "route": route, "tier": tier,

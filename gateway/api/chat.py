@@ -158,7 +158,7 @@ class ChatCompletions:
         model = outcome.model
         if outcome.completion is not None:
             completion = outcome.completion
-            cost = cost_of(model, completion.usage)
+            cost = state["cost"] = cost_of(model, completion.usage)
             extra.append((b"x-gateway-cost", f"{cost:.8f}".encode()))
             state["status"] = 200
             await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS + extra})

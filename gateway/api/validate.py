@@ -10,6 +10,12 @@ ROLES = frozenset({"system", "user", "assistant", "tool", "function", "developer
 _CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal", "input_image", "image"})
 
 
+# name -> (lowest, highest, integer)
+_NUMBERS = {"max_tokens": (1, None, True), "max_completion_tokens": (1, None, True), "n": (1, 128, True),
+            "temperature": (0, 2, False), "top_p": (0, 1, False), "presence_penalty": (-2, 2, False),
+            "frequency_penalty": (-2, 2, False)}
+
+
 def _bad(message: str, param: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
@@ -89,13 +95,8 @@ def validate_chat(body: dict) -> tuple[str, list, bool]:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _bad("'stream_options' must be an object.", "stream_options", "invalid_type")
-    _number(body, "max_tokens", 1, integer=True)
-    _number(body, "max_completion_tokens", 1, integer=True)
-    _number(body, "n", 1, 128, integer=True)
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
-    _number(body, "presence_penalty", -2, 2)
-    _number(body, "frequency_penalty", -2, 2)
+    for name in _NUMBERS.keys() & body.keys():
+        _number(body, name, *_NUMBERS[name])
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)):

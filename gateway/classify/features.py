@@ -138,12 +138,14 @@ def _fill(text: str, out: np.ndarray) -> None:
     lob = raw.lower()  # ASCII-only lower-casing
     words = lob.translate(_ALPHA_ONLY).split()
     n_words = len(words)
-    if n_words:
+    if n_words > 64:
         lens = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
         word_chars = int(lens.sum())
         n_long = int(np.count_nonzero(lens >= 9))
-    else:
-        word_chars = n_long = 0
+    else:  # short prompts, the common case: plain Python beats numpy's per-call cost
+        lens = list(map(len, words))
+        word_chars = sum(lens)
+        n_long = sum(1 for n in lens if n >= 9)
     n_num = len(lob.translate(_DIGIT_ONLY).split())
     n_mc = n_list = 0
     for mc, _ in _LINE_RE.findall(raw):
