@@ -1,11 +1,10 @@
-"""Exact response cache: keyed on the normalised request, the chosen chain, the policy version and the
-caller's key (tenants never share entries). Stores the final `chat.completion`; a stream request is
-answered from it as a stream."""
+"""Exact response cache keys: the normalised request, the chosen chain, the policy version and the caller's
+key (tenants never share entries). The cache stores the final `chat.completion`; `api/replay.py` answers
+a stream request from it as a stream."""
 
 from __future__ import annotations
 
 import hashlib
-import time
 
 import orjson
 
@@ -17,67 +16,3 @@ def cache_key(body: dict, chain: tuple[str, ...], policy_hash: str, tenant: str 
     digest = hashlib.sha256(orjson.dumps([normal, chain, policy_hash, tenant or ""],
                                          option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"cache:{digest}"
-
-
-def chunks_from_completion(completion: bytes, include_usage: bool) -> list[bytes]:
-    data = orjson.loads(completion)
-    base = {"id": data.get("id", "chatcmpl-cached"), "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": data.get("model", "")}
-    chunks = []
-    for choice in data.get("choices", []):
-        message = choice.get("message") or {}
-        delta = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(message["tool_calls"])]
-        chunks.append({**base, "choices": [{"index": choice.get("index", 0), "delta": delta, "finish_reason": None}]})
-        chunks.append({**base, "choices": [{"index": choice.get("index", 0), "delta": {},
-                                            "finish_reason": choice.get("finish_reason", "stop")}]})
-    if include_usage and data.get("usage"):
-        chunks.append({**base, "choices": [], "usage": data["usage"]})
-    return [orjson.dumps(c) for c in chunks]
-
-
-class StreamAssembler:
-    """Builds a `chat.completion` from the chunks of a plain text stream (for caching it)."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.meta: dict | None = None
-        self.finish_reason = "stop"
-        self.usable = True
-
-    def add(self, payload: bytes) -> None:
-        if not self.usable:
-            return
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self.usable = False
-            return
-        if self.meta is None:
-            self.meta = {"id": chunk.get("id"), "model": chunk.get("model"), "created": chunk.get("created")}
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                self.usable = False
-                return
-            delta = choice.get("delta") or {}
-            if delta.get("tool_calls") or delta.get("function_call"):
-                self.usable = False
-                return
-            if delta.get("content"):
-                self.parts.append(delta["content"])
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-        if chunk.get("usage"):
-            self.meta["usage"] = chunk["usage"]
-
-    def completion(self) -> bytes | None:
-        if not self.usable or self.meta is None:
-            return None
-        return orjson.dumps({
-            "id": self.meta.get("id"), "object": "chat.completion", "created": self.meta.get("created"),
-            "model": self.meta.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self.parts)},
-                         "finish_reason": self.finish_reason}],
-            **({"usage": self.meta["usage"]} if self.meta.get("usage") else {}),
-        })

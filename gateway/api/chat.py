@@ -15,7 +15,8 @@ import uuid
 
 import orjson
 
-from gateway.admission.cache import StreamAssembler, cache_key, chunks_from_completion
+from gateway.admission.cache import cache_key
+from gateway.api.replay import StreamAssembler, chunks_from_completion
 from gateway.admission.keys import authenticate
 from gateway.api import sse
 from gateway.api.headers import decision_headers
@@ -185,13 +186,15 @@ class ChatCompletions:
     async def _pump(self, send, outcome, assembler, state) -> None:
         """Send the stream's chunks; a failure after the first chunk ends it with an error event and [DONE]."""
         stream = outcome.stream
+        framed = getattr(stream, "framed", False)  # native streams hand over whole SSE blocks to forward
         try:
             payload = outcome.first_chunk
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + (outcome.deadline - time.monotonic())):
                 while True:
                     if assembler is not None:
-                        assembler.add(payload)
-                    await send({"type": "http.response.body", "body": sse.event(payload), "more_body": True})
+                        assembler.add_events(payload) if framed else assembler.add(payload)
+                    await send({"type": "http.response.body", "body": payload if framed else sse.event(payload),
+                                "more_body": True})
                     try:
                         payload = await stream.__anext__()
                     except StopAsyncIteration:

@@ -71,7 +71,9 @@ class EdgeLoad:
 
 
 class ChunkStream(Protocol):
-    """An async iterator of chunk payloads (JSON bytes of one `chat.completion.chunk`, no SSE framing).
+    """An async iterator of chunk payloads: JSON bytes of one `chat.completion.chunk` each, or, when the
+    stream's `framed` is True, bytes holding one or more whole SSE events (`data: {...}\n\n`) to forward
+    as they are. Never the final [DONE].
 
     `usage` holds the usage seen in the stream once it has ended (None if the upstream sent none).
     `aclose()` must stop the upstream work (close the connection, stop generation).

@@ -13,7 +13,7 @@ import orjson
 
 from gateway.providers.base import Completion, Deadlines, UpstreamCall, Usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
-from gateway.providers.sse import SSEParser
+from gateway.providers.sse import data_of as _data_of
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -86,12 +86,17 @@ class NativeOpenAIProvider:
 
 
 class NativeStream:
-    __slots__ = ("_response", "_parser", "_pending", "usage", "_closed")
+    """Passes the upstream's SSE through in the blocks it arrives in (`framed`: whole `data:` events, no
+    [DONE]); only blocks that may hold [DONE], an error event or usage are looked at event by event."""
+
+    framed = True
+    __slots__ = ("_response", "_buffer", "_done", "_error", "usage", "_closed")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self._parser = SSEParser()
-        self._pending: list[bytes] = []
+        self._buffer = b""
+        self._done = False
+        self._error: UpstreamError | None = None
         self.usage: Usage | None = None
         self._closed = False
 
@@ -99,8 +104,12 @@ class NativeStream:
         return self
 
     async def __anext__(self) -> bytes:
-        while not self._pending:
-            if self._parser.done or self._closed:
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                await self.aclose()
+                raise error
+            if self._done or self._closed:
                 await self.aclose()
                 raise StopAsyncIteration
             try:
@@ -108,31 +117,56 @@ class NativeStream:
             except BaseException as exc:
                 await self.aclose()
                 raise _translate(exc, in_stream=True) from None
-            if not data:
-                self._pending = self._parser.flush()
-                if not self._pending:
-                    await self.aclose()
-                    if not self._parser.done:
-                        raise UpstreamError("stream_cut", "the upstream closed the stream before [DONE]")
-                    raise StopAsyncIteration
-                self._parser.done = True
+            if not data:  # the upstream closed the connection
+                rest, self._buffer = self._buffer.strip(), b""
+                block = self._take(rest + b"\n\n") if rest else b""
+                if not self._done and self._error is None:
+                    self._error = UpstreamError("stream_cut", "the upstream closed the stream before [DONE]")
+                if block:
+                    return block
                 continue
-            self._pending = self._parser.feed(data)
-        payload = self._pending.pop(0)
-        if payload.startswith(b'{"error"'):
-            await self.aclose()
-            raise _stream_error(payload)
-        if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
-            try:
-                self.usage = Usage.from_dict(orjson.loads(payload).get("usage")) or self.usage
-            except (orjson.JSONDecodeError, AttributeError):
-                pass
-        return payload
+            block = self._take(data)
+            if block:
+                return block
+
+    def _take(self, data: bytes) -> bytes:
+        """The complete events in the buffer, as bytes to forward."""
+        buffer = self._buffer + data if self._buffer else data
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return b""
+        block, self._buffer = buffer[:end + 2], buffer[end + 2:]
+        if b"[DONE]" in block or b'"error"' in block or b'"usage"' in block:
+            return self._inspect(block)
+        return block if b"data:" in block else b""  # comments alone (keep-alives) are not forwarded
+
+    def _inspect(self, block: bytes) -> bytes:
+        out = []
+        for event in block.split(b"\n\n"):
+            payload = _data_of(event)
+            if payload is None:
+                continue
+            if payload == b"[DONE]":
+                self._done = True
+                break
+            if payload.startswith(b'{"error"'):
+                self._error = _stream_error(payload)
+                break
+            if b'"usage"' in payload and b'"usage":null' not in payload and b'"usage": null' not in payload:
+                try:
+                    self.usage = Usage.from_dict(orjson.loads(payload).get("usage")) or self.usage
+                except (orjson.JSONDecodeError, AttributeError):
+                    pass
+            out.append(event + b"\n\n")
+        return b"".join(out)
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._parser.done:
+            if self._done:
                 self._response.release()
             else:
                 self._response.close()  # stop the upstream: do not return a half-read connection to the pool
