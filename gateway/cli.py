@@ -25,6 +25,13 @@ def _serve(args) -> int:
     except PolicyInvalid as exc:
         print(f"gateway: the policy is not valid:\n{exc}", file=sys.stderr)
         return 1
+    from gateway.classify import ClassifierLoadError, load_scorer
+
+    try:
+        load_scorer("onnx", settings.classifier_model or None)
+    except ClassifierLoadError as exc:
+        print(f"gateway: cannot start: the complexity classifier did not load: {exc}", file=sys.stderr)
+        return 1
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 

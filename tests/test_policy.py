@@ -217,3 +217,22 @@ def test_optional_model_keeps_deployments_whose_secrets_are_set():
           c: {tier: cloud, optional: true, litellm: {model: openai/x, api_base: "env:NO_BASE_HERE:-http://d/v1"}}
         """), "p.yaml", {})
     assert policy.models["c"].deployments[0].params["api_base"] == "http://d/v1"
+
+
+def test_serve_refuses_to_start_with_a_broken_classifier_model(tmp_path):
+    broken = tmp_path / "classifier.onnx"
+    broken.write_bytes(b"not an onnx model")
+    env = {**__import__("os").environ, "GATEWAY_CLASSIFIER_MODEL": str(broken), "GATEWAY_PORT": "1"}
+    run = subprocess.run([sys.executable, "-m", "gateway", "serve", "--policy", str(ROOT / "policies" / "bench.yaml")],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert run.returncode == 1
+    assert "the complexity classifier did not load" in run.stderr
+
+
+def test_serve_refuses_a_bad_policy_with_file_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  e: {tier: sky}\n")
+    run = subprocess.run([sys.executable, "-m", "gateway", "serve", "--policy", str(bad)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 1
+    assert f"{bad}:2: models.e.tier must be edge or cloud" in run.stderr
