@@ -121,7 +121,9 @@ def _translate(exc: BaseException, in_stream: bool = False) -> BaseException:
         return UpstreamError("content_policy", message, status=status or 400)
     if name in ("Timeout", "APITimeoutError"):
         return UpstreamError("timeout", message, status=status)
-    if name in ("APIConnectionError",) or isinstance(exc, (ConnectionError, OSError)):
+    # litellm reports a refused or broken connection as a 500 "Connection error."
+    if name in ("APIConnectionError",) or isinstance(exc, (ConnectionError, OSError)) or \
+            "connection error" in message.lower():
         return UpstreamError("stream_cut" if in_stream else "connect", message, status=status)
     if isinstance(status, int):
         retry_after = None
