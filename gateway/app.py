@@ -108,6 +108,15 @@ class Runtime:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self._reload_soon, "SIGHUP")
+        if self.settings.redis_url:
+            task = loop.create_task(self._watch_store())
+            self._background.add(task)
+
+    async def _watch_store(self) -> None:
+        """Keep the Redis health gauge current (the store itself knows nothing of metrics)."""
+        while True:
+            metrics.REDIS_DEGRADED.set(0 if self.store.healthy else 1)
+            await asyncio.sleep(1.0)
         await self.providers.start(self.policies.current)
 
     def _reload_soon(self, trigger: str) -> None:

@@ -19,11 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-FEATURE_VERSION = "task-v1-62"
+FEATURE_VERSION = "task-v2-71"
 
 # Line-start patterns, one pass: multiple-choice option ("A. ", "(b) ") or list item ("1. ", "- ").
 _LINE_RE = re.compile(rb"(?m)^[ \t]*(?:([\(\[]?[A-Ja-j][\)\]\.:][ \t]+\S)|((?:\d{1,2}[\.\)]|[-*])[ \t]+\S))")
 _CODELINE_RE = re.compile(rb"(?m)^(?:    |\t)\S")
+_LATEX_CMD_RE = re.compile(rb"\\[a-zA-Z]+")
 # bytes.translate tables: keep a-z (resp. 0-9), everything else becomes a space.
 _ALPHA_ONLY = bytes(c if 97 <= c <= 122 else 32 for c in range(256))
 _DIGIT_ONLY = bytes(c if 48 <= c <= 57 else 32 for c in range(256))
@@ -70,10 +71,23 @@ _CUES: dict[str, tuple[str, ...]] = {
               "puzzle", "each", "different", "person", "people"),
 }
 _CUE_NAMES = tuple(_CUES)
+# Arithmetic word-problem operation words. Not a feature of its own: only used, counted like a cue group,
+# inside the maths-gated block (see _fill).
+_OPS_WORDS = (
+    "times", "each", "per", "total", "remaining", "left", "twice", "half", "double", "triple", "more", "less",
+    "fewer", "than", "every", "average", "cost", "costs", "spend", "spent", "pay", "pays", "paid", "earn",
+    "earns", "earned", "profit", "sell", "sells", "sold", "buy", "buys", "bought", "rate", "hour", "hours",
+    "minute", "minutes", "day", "days", "week", "weeks", "month", "months", "year", "years", "dollars",
+    "dollar", "cents", "price", "percent", "remainder", "altogether", "together", "sum", "difference",
+    "product", "quotient",
+)
+_OPS_GROUP = len(_CUE_NAMES)  # extra slot after the output cue groups
 _CUE_INDEX: dict[bytes, tuple[int, ...]] = {}
 for _gi, _name in enumerate(_CUE_NAMES):
     for _w in _CUES[_name]:
         _CUE_INDEX[_w.encode()] = _CUE_INDEX.get(_w.encode(), ()) + (_gi,)
+for _w in _OPS_WORDS:
+    _CUE_INDEX[_w.encode()] = _CUE_INDEX.get(_w.encode(), ()) + (_OPS_GROUP,)
 _CUE_WORDS = frozenset(_CUE_INDEX)
 
 _PHRASES = (
@@ -120,13 +134,20 @@ DENSE_NAMES: tuple[str, ...] = (
     + tuple(f"cues_{n}" for n in _CUE_NAMES)
     + tuple("phrase_" + (re.sub(r"[^a-z]+", "_", p).strip("_") or {"$": "dollar", "```": "fence"}.get(p, "sym"))
             for p in _PHRASES)
+    # Maths-gated block (zero unless the prompt looks like a maths problem; see _fill). gate_math: no
+    # multiple-choice options, and LaTeX / "$" or (>= 2 numbers and an arithmetic operation word);
+    # gate_comp: no options, and LaTeX / "$" (competition style, MATH). The products let the head learn
+    # that *within* maths, length, the number of quantities and operations predict difficulty.
+    + ("gate_math", "gate_comp", "gm_log_chars", "gm_log_numbers", "gm_log_ops", "gc_log_chars",
+       "gc_log_latex_cmds", "gm_log_words", "gm_log_sentences")
 )
 N_FEATURES = len(DENSE_NAMES)
-assert N_FEATURES == 62, N_FEATURES  # FEATURE_VERSION names the width
+assert N_FEATURES == 71, N_FEATURES  # FEATURE_VERSION names the width
 
 _OFF_BYTES = 12
 _OFF_CUES = _OFF_BYTES + len(_BYTE_NAMES)
 _OFF_PHRASES = _OFF_CUES + len(_CUE_NAMES)
+_OFF_MATH = _OFF_PHRASES + len(_PHRASES)
 
 _log1p = math.log1p
 
@@ -171,11 +192,13 @@ def _fill(text: str, out: np.ndarray) -> None:
         out[_OFF_BYTES:_OFF_CUES] = (hist @ _BYTE_M) * (10.0 / n_bytes)
     # Cue groups: number of distinct cue words of each group present in the text.
     present = _CUE_WORDS.intersection(words)
+    n_ops = 0
     if present:
-        cue = [0] * len(_CUE_NAMES)
+        cue = [0] * (len(_CUE_NAMES) + 1)
         for w in present:
             for g in _CUE_INDEX[w]:
                 cue[g] += 1
+        n_ops = cue.pop()
         for g, c in enumerate(cue):
             if c:
                 out[_OFF_CUES + g] = _log1p(c)
@@ -183,6 +206,22 @@ def _fill(text: str, out: np.ndarray) -> None:
         c = lob.count(p)
         if c:
             out[_OFF_PHRASES + i] = _log1p(c)
+    # Maths-gated block.
+    if n_mc < 2:
+        n_latex = len(_LATEX_CMD_RE.findall(raw)) if b"\\" in raw else 0
+        comp = n_latex > 0 or b"$" in raw
+        if comp or (n_num >= 2 and n_ops):
+            o = _OFF_MATH
+            out[o] = 1.0
+            out[o + 2] = out[0]
+            out[o + 3] = out[5]
+            out[o + 4] = _log1p(n_ops)
+            out[o + 7] = out[1]
+            out[o + 8] = out[10]
+            if comp:
+                out[o + 1] = 1.0
+                out[o + 5] = out[0]
+                out[o + 6] = _log1p(n_latex)
 
 
 def extract(text: str) -> np.ndarray:

@@ -288,3 +288,67 @@ def train(data_dir: str | None = None, out_dir: str | Path | None = None, seed: 
             log(f"[train] val {ds}: APGR model {m['model']['apgr']:.3f} vs length {m['length']['apgr']:.3f}")
     log(f"[train] done in {time.perf_counter() - t_start:.1f}s")
     return meta
+
+
+def cv_folds(texts: Sequence[str], fold_seed: int, k: int = 5) -> np.ndarray:
+    """Fold of each prompt for dev cross-validation: sha256("cvfold<seed>" + NUL + prompt) mod k."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.sha256(f"cvfold{fold_seed}\x00{t}".encode()).digest()[:4], "big") % k
+                     for t in texts])
+
+
+def cross_validate(data_dir: str | None = None, fold_seeds: Sequence[int] = (0, 1, 2), betas: Sequence[float] = (0.0, DEFAULT_PRIOR_BETA),
+                   n_features: int | None = None, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    """5-fold cross-validation on train+val only (the test split is never read into a fold): APGR of the
+    out-of-fold scores on MMLU, llmrouter, gsm8k+math (pair outcomes), and on gsm8k+math against the
+    multi-model gain (mean of the two ~50B models minus mean of the four 7-9B models; a less noisy proxy,
+    reported for diagnosis). ``n_features`` restricts the head to the first n feature columns (62 = the
+    task-v1 features). Returns {beta: {metric: [value per fold seed]}}."""
+    from .metrics import apgr as _apgr
+
+    examples = [e for e in D.load_all(Path(data_dir) if data_dir else D.default_data_dir()) if e.split in ("train", "val")]
+    X = F.extract_batch([e.text for e in examples]).astype(np.float64)
+    if n_features:
+        X = X[:, :n_features]
+    y = np.array([e.target for e in examples])
+    w = np.array([e.weak for e in examples])
+    s = np.array([e.strong for e in examples])
+    multi = 2 * y - (s - w)  # target = 0.5 pair gain + 0.5 multi-model gain
+    ds = np.array([e.dataset for e in examples])
+    task = np.array([e.task for e in examples])
+    sets = {"mmlu": ds == "mmlu", "llmrouter": ds == "llmrouter",
+            "gsm8k+math": (ds == "llmrouter") & np.isin(task, ["gsm8k", "math"])}
+    wp = prior_vector()[: X.shape[1]]
+    out: dict = {b: {} for b in betas}
+    for fs in fold_seeds:
+        folds = cv_folds([e.text for e in examples], fs)
+        mlp, pri = np.zeros(len(y)), np.zeros(len(y))
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            p = fit_head(X[tr], y[tr], seed=seed, log=lambda _: None)
+            sd = float(np.std(head_raw(p, X[tr]))) or 1.0
+            mlp[te] = head_raw(p, X[te]) / sd
+            ptr = X[tr] @ wp
+            pri[te] = (X[te] @ wp - ptr.mean()) / (ptr.std() or 1.0)
+        for b in betas:
+            sc = mlp + b * pri
+            r = {name: _apgr(sc[m], w[m], s[m]) for name, m in sets.items()}
+            m = sets["gsm8k+math"]
+            r["gsm8k+math (multi-model gain)"] = _apgr(sc[m], np.zeros(int(m.sum())), multi[m])
+            for name, v in r.items():
+                out[b].setdefault(name, []).append(v)
+            log(f"[cv] fold seed {fs} beta {b}: " + " ".join(f"{n}={v:.3f}" for n, v in r.items()))
+    for b, r in out.items():
+        log(f"[cv] mean beta {b}: " + " ".join(f"{n}={np.mean(v):.3f}±{np.std(v):.3f}" for n, v in r.items()))
+    return out
+
+
+if __name__ == "__main__":  # python -m gateway.classify.train [--n-features 62]: dev cross-validation
+    import argparse
+
+    ap = argparse.ArgumentParser(description="5-fold cross-validation on train+val (never the test split)")
+    ap.add_argument("--n-features", type=int, default=None)
+    ap.add_argument("--data", default=None)
+    a = ap.parse_args()
+    cross_validate(a.data, n_features=a.n_features)
