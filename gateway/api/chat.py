@@ -124,10 +124,11 @@ class ChatCompletions:
         except ApiError as exc:
             state["status"] = exc.status
             await _send_error(send, exc, decision_headers(request_id, policy.version, state["decision"]))
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             state["status"] = 499  # the client went away; the upstream call was cancelled with us
-            if not _cancelled_by_disconnect():
-                raise
+            if exc.args[:1] != (_DISCONNECTED,):
+                raise  # a shutdown, not our disconnect watcher: let it through
+            asyncio.current_task().uncancel()
         except Exception:  # a bug of ours: still answer in OpenAI's shape when nothing was sent yet
             log.exception("unhandled error in the chat endpoint")
             if state["status"]:
@@ -296,16 +297,3 @@ async def _cancel_on_disconnect(receive, awaitable):
     finally:
         finished = True
         watcher.cancel()
-
-
-def _cancelled_by_disconnect() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0 and _DISCONNECTED in _cancel_messages(task)
-
-
-def _cancel_messages(task) -> str:
-    # The cancel message is not public API; a cancel that is not ours propagates anyway.
-    try:
-        return str(getattr(task, "_cancel_message", "") or "")
-    except Exception:  # noqa: BLE001
-        return ""
