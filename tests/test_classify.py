@@ -447,3 +447,16 @@ def test_serving_imports_only_numpy_and_onnxruntime():
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_maths_gated_features_zero_outside_maths():
+    names = list(F.DENSE_NAMES)
+    g, c = names.index("gate_math"), names.index("gate_comp")
+    gated = slice(g, len(names))
+    word_problem = F.extract("Janet buys 3 apples each day for 5 days. How many apples does she have in total?")
+    assert word_problem[g] == 1.0 and word_problem[c] == 0.0
+    assert word_problem[names.index("gm_log_chars")] == word_problem[names.index("log_chars")]
+    latex = F.extract(TEXTS[5])
+    assert latex[g] == 1.0 and latex[c] == 1.0 and latex[names.index("gc_log_latex_cmds")] > 0
+    for t in (TEXTS[0], TEXTS[1], TEXTS[4], TEXTS[8], TEXTS[9]):  # chat, QA, multiple choice, empty, prose
+        assert not F.extract(t)[gated].any(), t

@@ -7,6 +7,11 @@ Cyrillic). Counts are log-compressed (``log1p``) or given as rates per 10 bytes.
 hashed or memorised: an earlier variant with 4,096 hashed word uni/bigrams fitted the training topics
 and did not rank better inside a task family, so it was dropped (see docs/classifier.md).
 
+Version task-v2-71 adds a maths-gated block of 9 features (zero for prompts that do not look like a maths
+problem): two gates (maths word problem or LaTeX; competition-style LaTeX) and their products with length,
+number count, arithmetic operation words, sentence count and LaTeX command count, so the head can learn
+that within maths these predict difficulty without changing how it ranks other prompts.
+
 The ONNX head (see train.py) takes this vector, so the features computed here are the only Python step
 at inference. Bump ``FEATURE_VERSION`` on any change: loading checks it against the model metadata.
 """

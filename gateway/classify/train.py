@@ -21,6 +21,9 @@ Steps (``gateway train``; deterministic for a given ``--seed``, prints progress)
    feature version, data files and their sha256, label, split, val metrics, calibration table (score
    quantiles on val), default threshold (cloud share 0.3 on val) and the model file's sha256.
 
+``python -m gateway.classify.train [--n-features 62]`` runs the dev cross-validation used for model
+selection (:func:`cross_validate`: 5 folds over train+val, 3 fold seeds; the test split is never read).
+
 Only this module imports scikit-learn and onnx (lazily, inside functions): serving never needs them.
 """
 
