@@ -117,10 +117,15 @@ class ChatCompletions:
                     return
             else:
                 ckey = None
-            outcome = await _cancel_on_disconnect(receive, rt.executor.run(request, plan, policy.breaker))
-            state["outcome"] = outcome
-            await self._respond(send, receive, request, policy, decision, plan, outcome, state, counted, estimate,
-                                ckey, key)
+            sent = _Sent(send)
+            send = sent.send
+            watcher = _watch_disconnect(receive, sent)  # from here on a client that goes away cancels the work
+            try:
+                outcome = await rt.executor.run(request, plan, policy.breaker)
+                state["outcome"] = outcome
+                await self._respond(send, request, policy, decision, plan, outcome, state, counted, estimate, ckey)
+            finally:
+                watcher.cancel()
         except ApiError as exc:
             state["status"] = exc.status
             await _send_error(send, exc, decision_headers(request_id, policy.version, state["decision"]))
@@ -139,8 +144,8 @@ class ChatCompletions:
         finally:
             rt.finish_request(request_id, policy, state, time.perf_counter() - started)
 
-    async def _respond(self, send, receive, request, policy, decision, plan, outcome, state, counted, estimate,
-                       ckey, key) -> None:
+    async def _respond(self, send, request, policy, decision, plan, outcome, state, counted, estimate,
+                       ckey) -> None:
         rt = self.rt
         if outcome.client_error is not None:
             error = outcome.client_error
@@ -174,7 +179,7 @@ class ChatCompletions:
             state["status"] = 200
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + extra})
             assembler = StreamAssembler() if ckey is not None else None
-            await _cancel_on_disconnect(receive, self._pump(send, outcome, assembler, state))
+            await self._pump(send, outcome, assembler, state)
             state["usage"] = outcome.stream.usage
             if assembler is not None and state.get("stream_ok"):
                 completion = assembler.completion()
@@ -278,22 +283,33 @@ async def _send_error(send, exc: ApiError, extra) -> None:
 _DISCONNECTED = "gateway-client-disconnected"
 
 
-async def _cancel_on_disconnect(receive, awaitable):
-    """Run `awaitable`; if the client disconnects meanwhile, cancel it (and the upstream call with it)."""
+class _Sent:
+    """Wraps `send` to know when the answer is complete: uvicorn reports `http.disconnect` to a pending
+    `receive()` once the response is done, which is not a client going away."""
+
+    __slots__ = ("_send", "complete")
+
+    def __init__(self, send) -> None:
+        self._send = send
+        self.complete = False
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            self.complete = True
+        await self._send(message)
+
+
+def _watch_disconnect(receive, sent: _Sent) -> asyncio.Task:
+    """A task that cancels the current one (and with it the upstream call) if the client disconnects
+    before the answer is complete. The caller cancels the watcher when the request is done."""
     task = asyncio.current_task()
-    finished = False
 
     async def watch() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not finished:
+                if not sent.complete:
                     task.cancel(_DISCONNECTED)
                 return
 
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await awaitable
-    finally:
-        finished = True
-        watcher.cancel()
+    return asyncio.get_running_loop().create_task(watch())
