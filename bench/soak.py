@@ -35,7 +35,7 @@ routes:
     targets: [up1, up2]
     deadline: DEADLINEs
 retry: {attempts: 2, backoff: {initial: 20ms, max: 100ms}, retry_after_cap: 200ms}
-breaker: {failures: 100, window: 5s, cooldown: 1s}   # 30 % faults must not open it for good
+breaker: BREAKER
 degrade: {reply: "canned: please retry", retry_after: 2s}
 """
 
@@ -100,10 +100,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--breaker", default="{failures: 100, window: 5s, cooldown: 1s}",
+                        help="the policy's breaker, e.g. '{enabled: false}'")
     args = parser.parse_args()
     ups = [MockUpstream(), MockUpstream()]
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
-    gw = Gateway(POLICY.replace("U1", ups[0].url).replace("U2", ups[1].url).replace("DEADLINE", str(DEADLINE)), tmp,
+    gw = Gateway(POLICY.replace("U1", ups[0].url).replace("U2", ups[1].url).replace("DEADLINE", str(DEADLINE))
+                 .replace("BREAKER", args.breaker), tmp,
                  env={"GATEWAY_LOG_REQUESTS": "true"})
     try:
         for up in ups:
