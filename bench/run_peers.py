@@ -32,7 +32,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-from collections import defaultdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,12 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY, ROOT, Gateway
+from conftest import ROOT, Gateway
 
 BASE = """version: 1
 models:

@@ -16,7 +16,7 @@ from gateway.execution.breaker import Breakers
 from gateway.execution.retry import BackoffWait, should_retry
 from gateway.observability import metrics
 from gateway.policy.schema import BreakerSpec, Deployment, ModelSpec, RetrySpec
-from gateway.providers.base import ChunkStream, Completion, Deadlines, UpstreamCall, Usage
+from gateway.providers.base import ChunkStream, Completion, Deadlines, UpstreamCall
 from gateway.providers.errors import Action, UpstreamError
 from gateway.providers.registry import Providers
 from gateway.routing.plan import Plan
@@ -59,11 +59,6 @@ class Outcome:
         if self._release is not None:
             release, self._release = self._release, None
             release()
-
-
-class _Exhausted(Exception):
-    def __init__(self, error: UpstreamError) -> None:
-        self.error = error
 
 
 class Executor:

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gateway.policy.durations import parse_duration
 from gateway.policy.schema import (
