@@ -111,13 +111,13 @@ class Runtime:
         if self.settings.redis_url:
             task = loop.create_task(self._watch_store())
             self._background.add(task)
+        await self.providers.start(self.policies.current)
 
     async def _watch_store(self) -> None:
         """Keep the Redis health gauge current (the store itself knows nothing of metrics)."""
         while True:
             metrics.REDIS_DEGRADED.set(0 if self.store.healthy else 1)
             await asyncio.sleep(1.0)
-        await self.providers.start(self.policies.current)
 
     def _reload_soon(self, trigger: str) -> None:
         task = asyncio.get_running_loop().create_task(self.policies.reload(trigger))
