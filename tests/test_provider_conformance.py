@@ -9,7 +9,6 @@ import aiohttp
 import orjson
 import pytest
 
-from conftest import free_port
 from gateway.providers.base import Deadlines, UpstreamCall
 from gateway.providers.errors import Action, UpstreamError
 from gateway.providers.litellm_client import LitellmProvider
@@ -102,8 +101,8 @@ def test_error_taxonomy(kind, mock, action, kind_expected, action_expected):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_connection_refused_and_timeout(kind, mock):
-    dead = f"http://127.0.0.1:{free_port()}/v1"
+def test_connection_refused_and_timeout(kind, mock, dead_port):
+    dead = f"http://127.0.0.1:{dead_port}/v1"
 
     async def refused(provider, model):
         with pytest.raises(UpstreamError) as info:

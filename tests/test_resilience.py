@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Gateway, free_port
+from conftest import Gateway
 
 POLICY = """
 version: 1
@@ -51,7 +51,7 @@ NAMES = ["p500", "b500", "p429", "pra", "pcap", "pctx", "bctx", "pdown", "bdown"
          "pcut", "perr", "pcut0", "bcut0", "brk", "brkb", "hangs", "c-primary", "pdisc", "pdisc2", "p408"]
 
 
-def _policy(url: str, base: str) -> str:
+def _policy(url: str, base: str, dead: int) -> str:
     models = "\n".join(f"  {n}: {{tier: cloud, litellm: {{model: openai/{n}, api_base: \"{url}\", api_key: t}}, "
                        f"timeout: 1s, first_token_timeout: 500ms}}" for n in NAMES)
     pairs = [("p500", "b500"), ("p429", None), ("pra", None), ("pcap", None), ("pctx", "bctx"), ("pdown", "bdown"),
@@ -59,12 +59,12 @@ def _policy(url: str, base: str) -> str:
              ("pcut0", "bcut0"), ("brk", "brkb"), ("pdisc", None), ("pdisc2", None), ("p408", None)]
     routes = "\n".join(f"  - {{name: r-{a}, when: {{model: {a}-route}}, targets: [{a}{', ' + b if b else ''}]}}"
                        for a, b in pairs)
-    return POLICY.format(models=models, routes=routes, url=url, base=base, dead=free_port())
+    return POLICY.format(models=models, routes=routes, url=url, base=base, dead=dead)
 
 
 @pytest.fixture(scope="module")
-def gw(upstream, tmp_module):
-    gateway = Gateway(_policy(upstream.url, upstream.base), tmp_module)
+def gw(upstream, tmp_module, dead_port):
+    gateway = Gateway(_policy(upstream.url, upstream.base, dead_port), tmp_module)
     yield gateway
     gateway.stop()
 
@@ -264,11 +264,11 @@ def test_breaker_opens_skips_target_then_half_opens_and_closes(gw, mock):
 
 
 def test_group_skips_dead_deployment(gw, mock):
-    for _ in range(6):
+    for _ in range(10):  # equal weights: the dead one is picked first at least once but with p = 1/1024
         r = post(gw, "pool-route")
         assert r.status_code == 200 and r.headers["x-gateway-model"] == "pool"
         assert r.headers["x-gateway-deployment"] == "pool-live"
-    assert len(mock.requests("pool")) == 6
+    assert len(mock.requests("pool")) == 10
     assert 'gateway_breaker_open{target="pool-dead"} 1.0' in httpx.get(gw.base + "/metrics").text
 
 
