@@ -77,6 +77,22 @@ def _load_requests(path: str) -> list[dict]:
     return data if isinstance(data, list) else [data]
 
 
+def _inputs(policy_paths: list[str], requests_path: str) -> tuple[list, list[dict]]:
+    """The compiled policies and the request bodies; exits 1 (bad policy) or 2 (unreadable requests)."""
+    from gateway.policy import PolicyInvalid, load_policy
+
+    try:
+        policies = [load_policy(path) for path in policy_paths]
+    except PolicyInvalid as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+    try:
+        return policies, _load_requests(requests_path)
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {requests_path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def _offline_router():
     from gateway.classify import load_scorer
     from gateway.routing.router import Router
@@ -107,17 +123,8 @@ def _policy_explain(args) -> int:
 
     from gateway.api.admin import explain_request
     from gateway.errors import ApiError
-    from gateway.policy import PolicyInvalid, load_policy
 
-    try:
-        policy = load_policy(args.policy)
-        requests = _load_requests(args.request)
-    except PolicyInvalid as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:
-        print(f"cannot read {args.request}: {exc}", file=sys.stderr)
-        return 2
+    (policy,), requests = _inputs([args.policy], args.request)
     router = _offline_router()
     status = 0
     for body in requests:
@@ -130,18 +137,9 @@ def _policy_explain(args) -> int:
 
 
 def _policy_diff(args) -> int:
-    from gateway.policy import PolicyInvalid, load_policy
     from gateway.routing.diff import diff_policies, format_diff
 
-    try:
-        old, new = load_policy(args.old), load_policy(args.new)
-        requests = _load_requests(args.requests)
-    except PolicyInvalid as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:
-        print(f"cannot read {args.requests}: {exc}", file=sys.stderr)
-        return 2
+    (old, new), requests = _inputs([args.old, args.new], args.requests)
     report = asyncio.run(diff_policies(_offline_router(), old, new, requests))
     print(format_diff(report, examples=args.examples))
     return 0
