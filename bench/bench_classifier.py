@@ -1,6 +1,6 @@
 """Benchmark of the complexity classifier: model load time and per-request latency (text -> score).
 
-    /work/venv/bin/python bench/bench_classifier.py [--n 3000] [--cpu 0] [--model PATH]
+    python bench/bench_classifier.py [--n 3000] [--cpu 0] [--model PATH]
 
 Pins the process to one CPU core (``--cpu``, default 0; ``--cpu -1`` to not pin), uses a ~200-token prompt
 (about 150 English words with a little maths and code, ~900 characters), and prints a markdown table:

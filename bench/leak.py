@@ -32,26 +32,10 @@ import sys
 import time
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from locate import REPO, find_gateway, find_harness  # bench/ is on sys.path when run as a script
+
 BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 MARKERS = {"json": "chat.completion", "stream": "[DONE]"}
-
-
-def find_harness() -> str:
-    for cand in (os.environ.get("BENCH_HARNESS"), os.path.join(REPO, "..", "shared", "bench"), "/work/shared/bench"):
-        if cand and os.path.exists(os.path.join(cand, "mock_upstream.py")):
-            return os.path.abspath(cand)
-    sys.exit("cannot find the shared bench harness (set BENCH_HARNESS)")
-
-
-def find_gateway() -> str:
-    for cand in (os.environ.get("GATEWAY_BIN"), os.path.join(sys.prefix, "bin", "gateway"), "/work/venv/bin/gateway"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    found = shutil.which("gateway")
-    if not found:
-        sys.exit("cannot find the `gateway` command (set GATEWAY_BIN)")
-    return found
 
 
 def preexec(cpus, nice):
@@ -189,7 +173,7 @@ def main() -> int:
     ap.add_argument("--label", default=None, help="name of this run (default from the policy file)")
     a = ap.parse_args()
 
-    harness = find_harness()
+    harness = find_harness("mock_upstream.py")
     tmp = os.environ.get("BENCH_TMP") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "gw-bench")
     venv = os.environ.get("BENCH_VENV") or os.path.join(tmp, "venv")
     loadgen = os.environ.get("LOADGEN") or os.path.join(tmp, "loadgen")

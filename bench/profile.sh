@@ -22,10 +22,10 @@ BENCH_TMP="${BENCH_TMP:-${TMPDIR:-/tmp}/gw-bench}"
 BENCH_VENV="${BENCH_VENV:-$BENCH_TMP/venv}"
 LOADGEN="${LOADGEN:-$BENCH_TMP/loadgen}"
 if [ -z "${BENCH_HARNESS:-}" ]; then
-  for d in "$REPO/../shared/bench" /work/shared/bench; do [ -f "$d/run_bench.py" ] && { BENCH_HARNESS="$(cd "$d" && pwd)"; break; }; done
+  for d in "$REPO/../shared/bench"; do [ -f "$d/run_bench.py" ] && { BENCH_HARNESS="$(cd "$d" && pwd)"; break; }; done
 fi
 if [ -z "${GATEWAY_BIN:-}" ]; then
-  if [ -x /work/venv/bin/gateway ]; then GATEWAY_BIN=/work/venv/bin/gateway; else GATEWAY_BIN="$(command -v gateway)"; fi
+  GATEWAY_BIN="$(command -v gateway)"
 fi
 POLICY="${POLICY:-$REPO/policies/bench.yaml}"
 LOG_REQUESTS="${LOG_REQUESTS:-false}"

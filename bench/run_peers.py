@@ -33,26 +33,7 @@ import statistics
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def default_harness() -> str:
-    for cand in (os.environ.get("BENCH_HARNESS"), os.path.join(REPO, "..", "shared", "bench"), "/work/shared/bench"):
-        if cand and os.path.exists(os.path.join(cand, "run_bench.py")):
-            return os.path.abspath(cand)
-    sys.exit("cannot find the shared bench harness (set BENCH_HARNESS to the folder with run_bench.py)")
-
-
-def default_gateway() -> str:
-    for cand in (os.environ.get("GATEWAY_BIN"), os.path.join(sys.prefix, "bin", "gateway"), "/work/venv/bin/gateway"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    from shutil import which
-
-    found = which("gateway")
-    if not found:
-        sys.exit("cannot find the `gateway` command (set GATEWAY_BIN)")
-    return found
+from locate import REPO, find_gateway, find_harness  # bench/ is on sys.path when run as a script
 
 
 def gateway_cmd(gw: str, policy: str, log_requests: bool, workers: int = 1, extra_env: str = "") -> str:
@@ -201,7 +182,7 @@ def main() -> int:
     ap.add_argument("extra", nargs="*", help="passed to run_bench.py after `--`")
     a = ap.parse_args()
 
-    harness = default_harness()
+    harness = find_harness()
     tmp = os.environ.get("BENCH_TMP") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "gw-bench")
     env = {"BENCH_TMP": tmp,
            "BENCH_VENV": os.environ.get("BENCH_VENV") or os.path.join(tmp, "venv"),
@@ -224,7 +205,7 @@ def main() -> int:
             cpus = ["--load-cpus", "0,1", "--proxy-cpus", "0,1"]
         if not a.skip_setup:
             setup(harness, env, skip_portkey="portkey" not in peers, skip_litellm="litellm" not in peers)
-        gw = a.gateway or default_gateway()
+        gw = a.gateway or find_gateway()
         policy = os.path.abspath(a.policy)
         targets = [f"ours={gateway_cmd(gw, policy, False)}"]
         if a.mode == "1core" and not a.no_log_peer:
