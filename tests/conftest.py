@@ -16,6 +16,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "test-admin-key"
 
+_ONE_MODEL_POLICY = """
+version: 1
+models:
+  edge-a:
+    tier: edge
+    litellm: {{model: openai/edge-a, api_base: "{url}", api_key: test}}
+classifier: {{kind: length}}
+routes:
+  - name: auto
+    when: {{model: auto}}
+    targets: [edge-a]
+retry: {{attempts: 1}}
+"""
+
+
+def one_model_policy(url: str) -> str:
+    """The smallest useful policy: `auto` goes to one edge model at `url`, no retries."""
+    return _ONE_MODEL_POLICY.format(url=url)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -19,26 +19,13 @@ import httpx
 import pytest
 import yaml
 
-from conftest import ROOT, Gateway, _stop, free_port
+from conftest import ROOT, Gateway, _stop, free_port, one_model_policy
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 # The Kubernetes version the manifests are validated against (kubernetes-validate ships its schemas).
 K8S_VERSION = "1.30.0"
 
-TEST_POLICY = """
-version: 1
-models:
-  edge-a:
-    tier: edge
-    litellm: {{model: openai/edge-a, api_base: "{url}", api_key: test}}
-classifier: {{kind: length}}
-routes:
-  - name: auto
-    when: {{model: auto}}
-    targets: [edge-a]
-retry: {{attempts: 1}}
-"""
 
 
 def _env_without_secrets() -> dict:
@@ -172,7 +159,7 @@ def test_k8s_configmap_symlink_swap_is_hot_reloaded(upstream, tmp_path):
         tmp_link.symlink_to(data.name)
         os.replace(tmp_link, tmp_path / "..data")  # the kubelet's atomic rename of the ..data symlink
 
-    good = TEST_POLICY.format(url=upstream.url)
+    good = one_model_policy(upstream.url)
     write_version(1, good)
     (tmp_path / "policy.yaml").symlink_to("..data/policy.yaml")
     # (Gateway writes its own copy of the policy too; the later --policy flag wins.)
@@ -270,7 +257,7 @@ def test_compose_services_and_healthchecks():
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
 def test_compose_load_balancer_config_with_real_nginx(upstream, tmp_path):
     """deploy/nginx.conf in a real nginx, in front of two real gateways (the compose names mapped to loopback)."""
-    gateways = [Gateway(TEST_POLICY.format(url=upstream.url), tmp_path) for _ in range(2)]
+    gateways = [Gateway(one_model_policy(upstream.url), tmp_path) for _ in range(2)]
     port = free_port()
     conf = (DEPLOY / "nginx.conf").read_text()
     for i, gateway in enumerate(gateways, 1):
@@ -436,7 +423,7 @@ def test_dockerfile_shape():
 
 def test_healthcheck_script(upstream, tmp_path):
     script = str(DEPLOY / "healthcheck.py")
-    gateway = Gateway(TEST_POLICY.format(url=upstream.url), tmp_path)
+    gateway = Gateway(one_model_policy(upstream.url), tmp_path)
     try:
         ok = subprocess.run([sys.executable, script], env={**os.environ, "GATEWAY_PORT": str(gateway.port)},
                             capture_output=True, text=True, timeout=30)
@@ -523,7 +510,7 @@ def test_dockerfile_pip_steps_in_a_clean_venv(upstream, tmp_path):
 
     # The installed gateway, run from outside the source tree.
     policy = tmp_path / "policy.yaml"
-    policy.write_text(textwrap.dedent(TEST_POLICY.format(url=upstream.url)))
+    policy.write_text(textwrap.dedent(one_model_policy(upstream.url)))
     port = free_port()
     log = open(tmp_path / "gateway.log", "wb")
     proc = subprocess.Popen([str(venv / "bin" / "gateway"), "serve", "--policy", str(policy), "--port", str(port)],

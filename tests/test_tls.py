@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ADMIN_KEY, Gateway
+from conftest import ADMIN_KEY, Gateway, one_model_policy
 
 cryptography = pytest.importorskip("cryptography", reason="the `cryptography` package makes the test certificate")
 
@@ -19,19 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-POLICY = """
-version: 1
-models:
-  edge-a:
-    tier: edge
-    litellm: {{model: openai/edge-a, api_base: "{url}", api_key: test}}
-classifier: {{kind: length}}
-routes:
-  - name: auto
-    when: {{model: auto}}
-    targets: [edge-a]
-retry: {{attempts: 1}}
-"""
 
 
 def _self_signed(directory) -> tuple[str, str]:
@@ -58,7 +45,7 @@ def _self_signed(directory) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def tls(upstream, tmp_module):
     cert, key = _self_signed(tmp_module)
-    gateway = Gateway(POLICY.format(url=upstream.url), tmp_module, wait=False,
+    gateway = Gateway(one_model_policy(upstream.url), tmp_module, wait=False,
                       extra_args=["--ssl-certfile", cert, "--ssl-keyfile", key])
     base = f"https://127.0.0.1:{gateway.port}"
     verify = ssl.create_default_context(cafile=cert)
