@@ -428,6 +428,42 @@ def test_apgr_cpt_reference_values():
     assert cpt(gain, weak, strong, 1.5) == pytest.approx(3 / 8)
 
 
+def test_eval_on_test_split_and_on_other_model_pairs(trained):
+    from gateway.classify import data as D
+    from gateway.classify.evaluate import OTHER_PAIRS, _other_pairs, evaluate, format_markdown
+
+    data_dir = str(trained.parent / "data")
+    rep = evaluate(model_path=str(trained / "classifier.onnx"), data_dir=data_dir, n_boot=50, log=lambda s: None)
+    rows = {r["name"]: r for r in rep["rows"]}
+    assert rows["mmlu"]["random"]["apgr"] == pytest.approx(0.5) and rows["mmlu"]["model"]["apgr"] is not None
+    text = format_markdown(rep)
+    assert "Other model pairs" in text and "Cloud share reached" in text
+
+    assert ("qwen2.5-7b-instruct", "llama-3.1-nemotron-51b-instruct") not in OTHER_PAIRS and len(OTHER_PAIRS) == 9
+    # The fixture's 7-9B instruct models fail its hard (maths) prompts and both big models pass them, so an
+    # oracle that scores exactly those prompts high closes nearly the whole gap of every such pair.
+    ex = [e for e in D.load_all(data_dir) if e.dataset == "llmrouter"]
+    oracle = np.array([1.0 if e.task == "math" else 0.0 for e in ex])
+    other = {r["name"]: r["pairs"] for r in _other_pairs(ex, oracle, -oracle)}
+    pairs = other["llmrouter (all 14 families)"]
+    instruct = [p for p in pairs if p["weak"] != "codegemma-7b"]
+    assert len(instruct) == 7 and all(p["model"] > 0.7 > 0.3 > p["length"] for p in instruct), instruct
+    assert all(p["gap"] >= 0.05 for p in pairs)  # codegemma-7b scores at random: kept only with a real gap
+
+
+def test_eval_crossfit_scores_every_prompt_out_of_fold(trained):
+    from gateway.classify.evaluate import evaluate_crossfit, format_markdown
+
+    logs: list[str] = []
+    rep = evaluate_crossfit(data_dir=str(trained.parent / "data"), n_boot=50, log=logs.append)
+    assert rep["n_test"] == 180 and rep["subject"] == "all splits, out-of-fold"
+    rows = {r["name"]: r for r in rep["rows"]}
+    assert rows["mmlu"]["n"] == 90 and rows["mmlu"]["model"]["apgr"] > 0.6
+    assert sum("fold seed" in line for line in logs) == 3
+    text = format_markdown(rep)
+    assert "crossfit" in text and "Cloud share reached" not in text
+
+
 def test_length_scorer_in_unit_interval():
     s = LengthScorer().score_batch(["", "a" * 600, "a" * 10000])
     assert s[0] == 0.0 and 0.6 < s[1] < 0.65 and s[2] <= 1.0

@@ -65,10 +65,27 @@ class Example:
     task: str     # MMLU subject or llmrouter task family
     split: str
     target: float  # training target in [-1, 1] (see TARGET_DESCRIPTION)
+    scores: tuple[tuple[str, float], ...] = ()  # llmrouter: every model's score, for evaluation on other pairs
 
     @property
     def gain(self) -> float:
         return self.strong - self.weak
+
+    @property
+    def multi_gain(self) -> float:
+        """Mean score of LLMROUTER_BIG minus mean of LLMROUTER_SMALL (the pair's gain where unknown)."""
+        try:
+            return multi_model_gain(dict(self.scores))
+        except KeyError:
+            return self.gain
+
+
+def multi_model_gain(scores: dict[str, float]) -> float:
+    big = [scores[m] for m in LLMROUTER_BIG if m in scores]
+    small = [scores[m] for m in LLMROUTER_SMALL if m in scores]
+    if len(big) != len(LLMROUTER_BIG) or len(small) != len(LLMROUTER_SMALL):
+        raise KeyError("a model of the multi-model gain has no score")
+    return sum(big) / len(big) - sum(small) / len(small)
 
 
 def default_data_dir() -> Path:
@@ -158,12 +175,11 @@ def load_llmrouter(data_dir: Path, weak: str = LLMROUTER_WEAK, strong: str = LLM
         text = llmrouter_prompt(r["question"], q.get("metric"), q.get("choices"))
         w, s = float(sc[weak]), float(sc[strong])
         try:
-            multi = sum(float(sc[m]) for m in LLMROUTER_BIG) / len(LLMROUTER_BIG) - sum(
-                float(sc[m]) for m in LLMROUTER_SMALL
-            ) / len(LLMROUTER_SMALL)
+            multi = multi_model_gain({m: float(v) for m, v in sc.items()})
         except KeyError:
             multi = s - w
-        out.append(Example(text, w, s, "llmrouter", q["task_name"], split_of(text), 0.5 * (s - w) + 0.5 * multi))
+        out.append(Example(text, w, s, "llmrouter", q["task_name"], split_of(text), 0.5 * (s - w) + 0.5 * multi,
+                           tuple(sorted((m, float(v)) for m, v in sc.items()))))
     return out
 
 

@@ -5,6 +5,17 @@ For each dataset / task family: APGR, CPT(50%), CPT(80%) of the model, of prompt
 bootstrap 90 % interval for the model's APGR and for its difference to length. Then the cloud share
 actually reached on the test split at the thresholds the metadata calibrated on the val split for target
 shares 0.3 and 0.5.
+
+The team that runs the gateway routes between other models than the training pair, so the llmrouter rows
+are also scored against *other* weak/strong pairs from the same 9-model outcomes (OTHER_PAIRS: each 7-9B
+model against each ~50B model; codegemma-7b is in no training target). Pairs whose gap on a subset is
+below MIN_PAIR_GAP are skipped there: their APGR is noise. As a ceiling for routers that estimate how hard
+a prompt is, each pair also gets a *difficulty oracle*: minus the mean score of the other models of
+OTHER_PAIRS on that prompt (it knows the outcomes, but not the pair's own).
+
+``--crossfit`` answers a different question with less noise: how good is the training *recipe*? The test
+split's maths subset has 236 prompts on which the pair differs by a net ~17, so its APGR interval spans
+~0.45. Cross-fitting scores all 7,108 prompts, each by models trained without it (5 folds, 3 fold seeds).
 """
 
 from __future__ import annotations
@@ -21,6 +32,11 @@ from .metrics import apgr, cpt, pgr_curve
 from .model import OnnxScorer
 
 PUBLISHED = {"mmlu": 0.603, "gsm8k+math": 0.622}  # RouteLLM (ICLR 2025) best APGR, GPT-4 vs Mixtral
+SMALL_MODELS = D.LLMROUTER_SMALL + ("codegemma-7b",)
+PAIR_MODELS = SMALL_MODELS + D.LLMROUTER_BIG
+OTHER_PAIRS = tuple((w, s) for w in SMALL_MODELS for s in D.LLMROUTER_BIG if (w, s) != (D.LLMROUTER_WEAK, D.LLMROUTER_STRONG))
+MIN_PAIR_GAP = 0.05
+OTHER_PAIR_ROWS = ("llmrouter (all 14 families)", "gsm8k+math", "group: math", "group: code", "group: multiple-choice")
 
 
 def _rows(test: list[D.Example]) -> list[tuple[str, str, np.ndarray]]:
@@ -63,27 +79,15 @@ def _bootstrap(model: np.ndarray, length: np.ndarray, w: np.ndarray, s: np.ndarr
     return q(a_m), q(a_d)
 
 
-def evaluate(model_path: str | None = None, data_dir: str | None = None, n_boot: int = 1000, seed: int = 0,
-             log: Callable[[str], None] = print) -> dict:
-    scorer = OnnxScorer(model_path)
-    split_meta = scorer.metadata.get("training", {}).get("split", {})
-    if split_meta.get("seed") not in (None, D.SPLIT_SEED) or list(split_meta.get("fractions", D.SPLIT_FRACTIONS)) != list(D.SPLIT_FRACTIONS):
-        raise D.DataError("model was trained with another split seed/fractions: its test split is not held out here")
-    data_path = Path(data_dir) if data_dir else D.default_data_dir()
-    log(f"[eval] model {scorer.path} ({scorer.version}); data {data_path}")
-    examples = D.load_all(data_path)
-    test = [e for e in examples if e.split == "test"]
-    log(f"[eval] test split: {len(test)} prompts (never used for training, selection or calibration)")
-    texts = [e.text for e in test]
-    s_model = np.array(scorer.score_batch(texts))
-    s_len = np.array(LengthScorer().score_batch(texts))
-    s_rand = np.zeros(len(test))
-    w = np.array([e.weak for e in test])
-    st = np.array([e.strong for e in test])
+def _quality(examples: list[D.Example], s_model: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The per-subset rows (model, length, random; bootstrap intervals) and the other-pairs table."""
+    s_len = np.array(LengthScorer().score_batch([e.text for e in examples]))
+    s_rand = np.zeros(len(examples))
+    w = np.array([e.weak for e in examples])
+    st = np.array([e.strong for e in examples])
     rng = np.random.default_rng(seed)
-
     rows = []
-    for name, note, idx in _rows(test):
+    for name, note, idx in _rows(examples):
         wi, si = w[idx], st[idx]
         row = {"name": name, "note": note, "n": int(len(idx)), "weak": float(wi.mean()), "strong": float(si.mean())}
         for key, sc in (("model", s_model[idx]), ("length", s_len[idx]), ("random", s_rand[idx])):
@@ -92,6 +96,23 @@ def evaluate(model_path: str | None = None, data_dir: str | None = None, n_boot:
         if n_boot and row["model"]["apgr"] is not None:
             row["model_ci"], row["diff_ci"] = _bootstrap(s_model[idx], s_len[idx], wi, si, n_boot, rng)
         rows.append(row)
+    return {"n_test": len(examples), "rows": rows, "other_pairs": _other_pairs(examples, s_model, s_len)}
+
+
+def evaluate(model_path: str | None = None, data_dir: str | None = None, n_boot: int = 1000, seed: int = 0,
+             log: Callable[[str], None] = print) -> dict:
+    """The shipped (or given) model on the test split, and the cloud share its calibrated thresholds reach."""
+    scorer = OnnxScorer(model_path)
+    split_meta = scorer.metadata.get("training", {}).get("split", {})
+    if split_meta.get("seed") not in (None, D.SPLIT_SEED) or list(split_meta.get("fractions", D.SPLIT_FRACTIONS)) != list(D.SPLIT_FRACTIONS):
+        raise D.DataError("model was trained with another split seed/fractions: its test split is not held out here")
+    data_path = Path(data_dir) if data_dir else D.default_data_dir()
+    log(f"[eval] model {scorer.path} ({scorer.version}); data {data_path}")
+    test = [e for e in D.load_all(data_path) if e.split == "test"]
+    log(f"[eval] test split: {len(test)} prompts (never used for training, selection or calibration)")
+    s_model = np.array(scorer.score_batch([e.text for e in test]))
+    w = np.array([e.weak for e in test])
+    st = np.array([e.strong for e in test])
 
     calib = []
     ds = np.array([e.dataset for e in test])
@@ -106,10 +127,49 @@ def evaluate(model_path: str | None = None, data_dir: str | None = None, n_boot:
             k = int(np.sum(s_model[m] >= thr))
             entry.setdefault("pgr", {})[d] = float(p[k])
         calib.append(entry)
-    return {"model": str(scorer.path), "version": scorer.version, "n_test": len(test), "rows": rows,
-            "calibration": calib, "calibrated_on": scorer.metadata.get("calibration", {}).get("split", "?"),
+    return {"model": str(scorer.path), "version": scorer.version, "subject": "test split",
+            **_quality(test, s_model, n_boot, seed), "calibration": calib,
+            "calibrated_on": scorer.metadata.get("calibration", {}).get("split", "?"),
             "default_threshold": scorer.default_threshold,
             "default_cloud_share": scorer.metadata.get("default_cloud_share")}
+
+
+def evaluate_crossfit(data_dir: str | None = None, n_boot: int = 1000, seed: int = 0,
+                      log: Callable[[str], None] = print) -> dict:
+    """The training recipe, cross-fitted over all the data (every split): each prompt is scored by models
+    trained without it (train.crossfit_scores). It measures the recipe rather than the shipped file, on
+    four times the prompts of the test split, which the test split's small subsets need (see the module doc)."""
+    from .train import crossfit_scores
+
+    data_path = Path(data_dir) if data_dir else D.default_data_dir()
+    examples = D.load_all(data_path)
+    log(f"[eval] cross-fitting the training recipe over all {len(examples)} prompts of {data_path}")
+    s_model = crossfit_scores(examples, log=log)
+    return {"model": "training recipe (cross-fitted)", "version": "crossfit-5fold-x3",
+            "subject": "all splits, out-of-fold", **_quality(examples, s_model, n_boot, seed)}
+
+
+def _other_pairs(test: list[D.Example], s_model: np.ndarray, s_len: np.ndarray) -> list[dict]:
+    """APGR of model and length on OTHER_PAIRS for the OTHER_PAIR_ROWS subsets (pairs with a gap >= MIN_PAIR_GAP)."""
+    scores = [dict(e.scores) for e in test]
+    out = []
+    for name, _, idx in _rows(test):
+        if name not in OTHER_PAIR_ROWS:
+            continue
+        pairs = []
+        for wk, st in OTHER_PAIRS:
+            keep = [i for i in idx if wk in scores[i] and st in scores[i]]
+            wi = np.array([scores[i][wk] for i in keep])
+            si = np.array([scores[i][st] for i in keep])
+            if len(keep) == 0 or si.mean() - wi.mean() < MIN_PAIR_GAP:
+                continue
+            others = [m for m in PAIR_MODELS if m not in (wk, st)]
+            oracle = [-np.mean([scores[i].get(m, 0.0) for m in others]) for i in keep]
+            pairs.append({"weak": wk, "strong": st, "n": len(keep), "gap": float(si.mean() - wi.mean()),
+                          "model": apgr(s_model[keep], wi, si), "length": apgr(s_len[keep], wi, si),
+                          "oracle": apgr(oracle, wi, si)})
+        out.append({"name": name, "pairs": pairs})
+    return out
 
 
 def _f(v: float | None, pct: bool = False) -> str:
@@ -119,7 +179,7 @@ def _f(v: float | None, pct: bool = False) -> str:
 
 
 def format_markdown(rep: dict) -> str:
-    out = [f"Model `{rep['version']}`, test split: {rep['n_test']} prompts.", ""]
+    out = [f"Model `{rep['version']}`, {rep['subject']}: {rep['n_test']} prompts.", ""]
     out.append("| dataset | n | weak | strong | APGR model [90% CI] | APGR length | APGR random | "
                "model − length [90% CI] | CPT(50%) model / length / random | CPT(80%) model / length / random |")
     out.append("|---|---|---|---|---|---|---|---|---|---|")
@@ -136,6 +196,29 @@ def format_markdown(rep: dict) -> str:
             f"{_f(m['cpt50'], True)} / {_f(L['cpt50'], True)} / {_f(R['cpt50'], True)} | "
             f"{_f(m['cpt80'], True)} / {_f(L['cpt80'], True)} / {_f(R['cpt80'], True)} |"
         )
+    out += ["", f"Other model pairs of the llmrouter outcomes (each 7-9B model vs each ~50B model, without the "
+            f"training pair; pairs with a gap below {MIN_PAIR_GAP} on the subset are skipped):", "",
+            "| subset | pairs | APGR model, mean [min, max] | APGR length, mean | model > length in | difficulty oracle, mean |",
+            "|---|---|---|---|---|---|"]
+    for r in rep["other_pairs"]:
+        ps = r["pairs"]
+        if not ps:
+            out.append(f"| {r['name']} | 0 | n/a | n/a | n/a | n/a |")
+            continue
+        m = [p["model"] for p in ps]
+        L = [p["length"] for p in ps]
+        wins = sum(a > b for a, b in zip(m, L))
+        out.append(f"| {r['name']} | {len(ps)} | **{np.mean(m):.3f}** [{min(m):.3f}, {max(m):.3f}] | {np.mean(L):.3f} | "
+                   f"{wins} of {len(ps)} | {np.mean([p['oracle'] for p in ps]):.3f} |")
+    out += ["", "Per pair, gsm8k+math:", "", "| weak → strong | n | gap | APGR model | APGR length | difficulty oracle |",
+            "|---|---|---|---|---|---|"]
+    for r in rep["other_pairs"]:
+        if r["name"] == "gsm8k+math":
+            for p in r["pairs"]:
+                out.append(f"| {p['weak']} → {p['strong']} | {p['n']} | {p['gap']:.3f} | {p['model']:.3f} | "
+                           f"{p['length']:.3f} | {p['oracle']:.3f} |")
+    if "calibration" not in rep:
+        return "\n".join(out)
     out += ["", f"Cloud share reached on the test split at thresholds calibrated on the {rep['calibrated_on']} split "
             f"(default threshold {rep['default_threshold']:.4f} = target share {rep['default_cloud_share']}):", "",
             "| target share | threshold | reached (all test) | reached mmlu | reached llmrouter | PGR mmlu | PGR llmrouter |",

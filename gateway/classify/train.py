@@ -301,6 +301,35 @@ def cv_folds(texts: Sequence[str], fold_seed: int, k: int = 5) -> np.ndarray:
                      for t in texts])
 
 
+def out_of_fold_raw(X: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-fold out-of-fold head outputs: (MLP / sd, standardised prior), each from models that did not see
+    the prompt; the raw score of a prior strength beta is mlp + beta * prior (as in :func:`add_prior`)."""
+    wp = prior_vector()[: X.shape[1]]
+    mlp, pri = np.zeros(len(y)), np.zeros(len(y))
+    for k in np.unique(folds):
+        tr, te = folds != k, folds == k
+        p = fit_head(X[tr], y[tr], seed=seed, log=lambda _: None)
+        mlp[te] = head_raw(p, X[te]) / (float(np.std(head_raw(p, X[tr]))) or 1.0)
+        ptr = X[tr] @ wp
+        pri[te] = (X[te] @ wp - ptr.mean()) / (ptr.std() or 1.0)
+    return mlp, pri
+
+
+def crossfit_scores(examples: Sequence[D.Example], fold_seeds: Sequence[int] = (0, 1, 2),
+                    beta: float = DEFAULT_PRIOR_BETA, log: Callable[[str], None] = print) -> np.ndarray:
+    """Score of every example from the shipped recipe trained without it: 5-fold out-of-fold raw scores,
+    averaged over fold seeds. For ``gateway eval --crossfit``: all the data, so 4x the test split's prompts."""
+    X = F.extract_batch([e.text for e in examples]).astype(np.float64)
+    y = np.array([e.target for e in examples])
+    out = np.zeros(len(examples))
+    for fs in fold_seeds:
+        t0 = time.perf_counter()
+        mlp, pri = out_of_fold_raw(X, y, cv_folds([e.text for e in examples], fs))
+        out += (mlp + beta * pri) / len(fold_seeds)
+        log(f"[crossfit] fold seed {fs}: 5 folds in {time.perf_counter() - t0:.1f}s")
+    return out
+
+
 def cross_validate(data_dir: str | None = None, fold_seeds: Sequence[int] = (0, 1, 2), betas: Sequence[float] = (0.0, DEFAULT_PRIOR_BETA),
                    n_features: int | None = None, seed: int = 0, log: Callable[[str], None] = print) -> dict:
     """5-fold cross-validation on train+val only (the test split is never read into a fold): APGR of the
@@ -308,8 +337,6 @@ def cross_validate(data_dir: str | None = None, fold_seeds: Sequence[int] = (0, 
     multi-model gain (mean of the two ~50B models minus mean of the four 7-9B models; a less noisy proxy,
     reported for diagnosis). ``n_features`` restricts the head to the first n feature columns (62 = the
     task-v1 features). Returns {beta: {metric: [value per fold seed]}}."""
-    from .metrics import apgr as _apgr
-
     examples = [e for e in D.load_all(Path(data_dir) if data_dir else D.default_data_dir()) if e.split in ("train", "val")]
     X = F.extract_batch([e.text for e in examples]).astype(np.float64)
     if n_features:
@@ -317,28 +344,19 @@ def cross_validate(data_dir: str | None = None, fold_seeds: Sequence[int] = (0, 
     y = np.array([e.target for e in examples])
     w = np.array([e.weak for e in examples])
     s = np.array([e.strong for e in examples])
-    multi = 2 * y - (s - w)  # target = 0.5 pair gain + 0.5 multi-model gain
+    multi = np.array([e.multi_gain for e in examples])
     ds = np.array([e.dataset for e in examples])
     task = np.array([e.task for e in examples])
     sets = {"mmlu": ds == "mmlu", "llmrouter": ds == "llmrouter",
             "gsm8k+math": (ds == "llmrouter") & np.isin(task, ["gsm8k", "math"])}
-    wp = prior_vector()[: X.shape[1]]
     out: dict = {b: {} for b in betas}
     for fs in fold_seeds:
-        folds = cv_folds([e.text for e in examples], fs)
-        mlp, pri = np.zeros(len(y)), np.zeros(len(y))
-        for k in range(5):
-            tr, te = folds != k, folds == k
-            p = fit_head(X[tr], y[tr], seed=seed, log=lambda _: None)
-            sd = float(np.std(head_raw(p, X[tr]))) or 1.0
-            mlp[te] = head_raw(p, X[te]) / sd
-            ptr = X[tr] @ wp
-            pri[te] = (X[te] @ wp - ptr.mean()) / (ptr.std() or 1.0)
+        mlp, pri = out_of_fold_raw(X, y, cv_folds([e.text for e in examples], fs), seed=seed)
         for b in betas:
             sc = mlp + b * pri
-            r = {name: _apgr(sc[m], w[m], s[m]) for name, m in sets.items()}
+            r = {name: apgr(sc[m], w[m], s[m]) for name, m in sets.items()}
             m = sets["gsm8k+math"]
-            r["gsm8k+math (multi-model gain)"] = _apgr(sc[m], np.zeros(int(m.sum())), multi[m])
+            r["gsm8k+math (multi-model gain)"] = apgr(sc[m], np.zeros(int(m.sum())), multi[m])
             for name, v in r.items():
                 out[b].setdefault(name, []).append(v)
             log(f"[cv] fold seed {fs} beta {b}: " + " ".join(f"{n}={v:.3f}" for n, v in r.items()))
