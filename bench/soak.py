@@ -86,6 +86,9 @@ async def run(base: str, n: int, concurrency: int) -> tuple[dict, list[float]]:
                     r = await client.post(base + "/v1/chat/completions", json={
                         "model": "soak", "stream": stream, "messages": [{"role": "user", "content": f"q{i}"}]})
                     kind = classify(r.status_code, r.headers, r.content, stream)
+                    if kind == "canned":  # why: the failure kind that ended the last target tried
+                        why = r.headers.get("x-gateway-degraded-reason", "?").split(":")[0]
+                        counts[f"  canned because: {why}"] = counts.get(f"  canned because: {why}", 0) + 1
                 except httpx.HTTPError as exc:
                     kind = f"client_error:{type(exc).__name__}"
                 latencies.append(time.monotonic() - started)
@@ -99,8 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--breaker", default="{failures: 100, window: 5s, cooldown: 1s}",
-                        help="the policy's breaker, e.g. '{enabled: false}'")
+    parser.add_argument("--breaker", default="{failure_ratio: 0.5, window: 30s, cooldown: 20s}",
+                        help="the policy's breaker, e.g. '{failures: 5, window: 30s, cooldown: 20s}' or '{enabled: false}'")
     args = parser.parse_args()
     ups = [MockUpstream(), MockUpstream()]
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))

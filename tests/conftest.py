@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -81,9 +82,15 @@ class MockUpstream:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/v1"
+        # Its output goes to a file: a pipe nobody reads fills up (aiohttp logs every reset connection), and
+        # the mock then blocks on its next log line and stops answering.
+        self._log = tempfile.NamedTemporaryFile(prefix=f"mock-upstream-{self.port}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mock_upstream.py"), "--port",
-                                      str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        _wait_http(self.base + "/v1/models", self.proc)
+                                      str(self.port)], stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            _wait_http(self.base + "/v1/models", self.proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{Path(self._log.name).read_text(errors='replace')[-3000:]}") from None
 
     def script(self, model: str = "*", actions: list | None = None, default: dict | None | str = "keep") -> None:
         spec = {"model": model, "actions": actions or []}
@@ -100,6 +107,8 @@ class MockUpstream:
 
     def stop(self) -> None:
         _stop(self.proc)
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
 
 
 class Gateway:

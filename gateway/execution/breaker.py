@@ -1,6 +1,22 @@
-"""Circuit breakers per deployment, kept in the `Store` so that replicas sharing Redis agree."""
+"""Circuit breakers per deployment, kept in the `Store` so that replicas sharing Redis agree.
+
+Two modes (policy `breaker`):
+- ratio (`failure_ratio: R`, the default, R = 0.5): open when at least R of the attempts within `window`
+  failed, once there were `min_requests` of them (as LiteLLM's default cooldown and Helicone's error-ratio
+  monitor do);
+- count (`failures: N`): open after N counted failures within `window`, counted in the Store, so across
+  replicas.
+
+Why ratio by default: a fault rate below R (say 30 % of requests, absorbed by retries) never opens it,
+where a count would trip within seconds at any real traffic (bench/soak.py: 35 % canned replies with a
+5-in-30 s count, 0.4 % with the ratio). The share is measured per replica, from its own attempts: counting
+every success in Redis would add a round trip to every request. Opening, the open/half-open state and
+closing go through the Store as in count mode, so all replicas skip the deployment once one has opened it.
+"""
 
 from __future__ import annotations
+
+import time
 
 from gateway.observability import metrics
 from gateway.policy.schema import BreakerSpec
@@ -15,10 +31,46 @@ def breaker_key(target: str) -> str:
     return f"breaker:{target}"
 
 
+class OutcomeWindow:
+    """Successes and failures over the last `window` seconds, in BUCKETS time buckets (O(1) memory)."""
+
+    BUCKETS = 10
+    __slots__ = ("window", "width", "ids", "ok", "bad")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.width = max(window, 1e-3) / self.BUCKETS
+        self.ids = [-1] * self.BUCKETS
+        self.ok = [0] * self.BUCKETS
+        self.bad = [0] * self.BUCKETS
+
+    def add(self, failed: bool, now: float) -> tuple[int, int]:
+        """Record one outcome; returns (failures, attempts) within the window."""
+        b = int(now / self.width)
+        i = b % self.BUCKETS
+        if self.ids[i] != b:
+            self.ids[i], self.ok[i], self.bad[i] = b, 0, 0
+        if failed:
+            self.bad[i] += 1
+        else:
+            self.ok[i] += 1
+        oldest = b - self.BUCKETS
+        bad = sum(n for n, j in zip(self.bad, self.ids) if j > oldest)
+        return bad, bad + sum(n for n, j in zip(self.ok, self.ids) if j > oldest)
+
+
 class Breakers:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock=time.monotonic) -> None:
         self.store = store
         self._last_state: dict[str, str] = {}
+        self._windows: dict[str, OutcomeWindow] = {}  # ratio mode, per deployment
+        self._clock = clock
+
+    def _window(self, spec: BreakerSpec, target: str) -> OutcomeWindow:
+        w = self._windows.get(target)
+        if w is None or w.window != spec.window:  # new, or the policy changed
+            w = self._windows[target] = OutcomeWindow(spec.window)
+        return w
 
     def _changed(self, target: str, state: str) -> None:
         if self._last_state.get(target, "closed") != state:
@@ -34,12 +86,26 @@ class Breakers:
         return view.state == "open"
 
     async def failure(self, spec: BreakerSpec, target: str, kind: str) -> None:
-        if spec.enabled and kind in _COUNTED:
-            view = await self.store.breaker_failure(breaker_key(target), spec.failures, spec.window, spec.cooldown)
-            self._changed(target, view.state)
+        if not spec.enabled or kind not in _COUNTED:
+            return
+        threshold = spec.failures
+        if spec.failure_ratio is not None:
+            bad, total = self._window(spec, target).add(True, self._clock())
+            tripped = total >= spec.min_requests and bad >= spec.failure_ratio * total
+            if not tripped and self._last_state.get(target, "closed") == "closed":
+                return
+            threshold = 1  # the Store opens at once (and a failed half-open trial reopens there anyway)
+            if tripped:
+                self._windows.pop(target, None)  # after the cooldown, judge on fresh attempts
+        view = await self.store.breaker_failure(breaker_key(target), threshold, spec.window, spec.cooldown)
+        self._changed(target, view.state)
 
     async def success(self, spec: BreakerSpec, target: str) -> None:
-        if spec.enabled and self._last_state.get(target, "closed") != "closed":
+        if not spec.enabled:
+            return
+        if spec.failure_ratio is not None:
+            self._window(spec, target).add(False, self._clock())
+        if self._last_state.get(target, "closed") != "closed":
             await self.store.breaker_success(breaker_key(target))
             self._changed(target, "closed")
 

@@ -48,10 +48,12 @@ class RetrySpec:
 
 @dataclass(frozen=True, slots=True)
 class BreakerSpec:
-    failures: int = 5
-    window: float = 30.0
+    failures: int = 5                    # count mode (when a policy gives `failures`): open after this
+    window: float = 30.0                 # many counted failures within `window`
     cooldown: float = 20.0
     enabled: bool = True
+    failure_ratio: float | None = 0.5    # ratio mode, the default: open when this share of the attempts
+    min_requests: int = 10               # within `window` failed, once there were at least min_requests
 
 
 @dataclass(frozen=True, slots=True)
