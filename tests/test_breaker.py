@@ -23,6 +23,14 @@ class Clock:
         return self.t
 
 
+@pytest.fixture
+def rig() -> tuple[Clock, MemoryStore, Breakers]:
+    """Breakers over an in-memory store, both on one fake clock."""
+    clock = Clock()
+    store = MemoryStore(clock=clock)
+    return clock, store, Breakers(store, clock=clock)
+
+
 def test_outcome_window_counts_and_forgets_after_the_window():
     w = OutcomeWindow(10.0)
     assert w.add(True, 100.0) == (1, 1)
@@ -50,10 +58,8 @@ async def _run(breakers: Breakers, spec: BreakerSpec, outcomes: str, clock: Cloc
     return seen
 
 
-async def test_ratio_mode_ignores_a_partial_fault_rate_and_opens_on_a_majority():
-    clock = Clock()
-    store = MemoryStore(clock=clock)
-    breakers = Breakers(store, clock=clock)
+async def test_ratio_mode_ignores_a_partial_fault_rate_and_opens_on_a_majority(rig):
+    clock, store, breakers = rig
     spec = BreakerSpec(failure_ratio=0.5, min_requests=10, window=30.0, cooldown=5.0)
     # 30 % failures, spread evenly, for 200 attempts: never opens (a count of 5 in 30 s would have).
     seen = await _run(breakers, spec, "x.." * 67, clock)
@@ -67,10 +73,8 @@ async def test_ratio_mode_ignores_a_partial_fault_rate_and_opens_on_a_majority()
     assert (await store.breaker_view("breaker:d")).state == "open"
 
 
-async def test_ratio_mode_waits_for_min_requests_then_half_opens_and_closes():
-    clock = Clock()
-    store = MemoryStore(clock=clock)
-    breakers = Breakers(store, clock=clock)
+async def test_ratio_mode_waits_for_min_requests_then_half_opens_and_closes(rig):
+    clock, store, breakers = rig
     spec = BreakerSpec(failure_ratio=0.5, min_requests=20, window=10.0, cooldown=2.0)
     seen = await _run(breakers, spec, "x" * 19, clock)
     assert "open" not in seen  # 19 failures of 19, but fewer than min_requests
@@ -89,10 +93,8 @@ async def test_ratio_mode_waits_for_min_requests_then_half_opens_and_closes():
     assert "open" not in seen
 
 
-async def test_count_mode_is_unchanged():
-    clock = Clock()
-    store = MemoryStore(clock=clock)
-    breakers = Breakers(store, clock=clock)
+async def test_count_mode_is_unchanged(rig):
+    clock, store, breakers = rig
     spec = BreakerSpec(failures=5, window=30.0, cooldown=5.0, failure_ratio=None)
     seen = await _run(breakers, spec, "x.." * 5 + ".", clock)
     assert seen[-1] == "open"  # 5 failures in 30 s open it even at a 33 % failure rate
