@@ -232,6 +232,7 @@ async def test_redis_killed_then_restarted():
         assert dt < 0.15 and v.state == "open"                        # own failure mirrored locally
         await s.cache_set("c", b"x", 60)
         assert await s.cache_get("c") == b"x"
+        await s.counters_add("usage", {"requests": 2, "cost": 0.5})       # usage flushed while degraded
         assert not await s.ping()
 
         proc, url2 = start_redis(port)
@@ -241,10 +242,16 @@ async def test_redis_killed_then_restarted():
             assert time.monotonic() < deadline, "store did not go back to Redis"
             await s.window_take("other", 1, 100, 60)
             await asyncio.sleep(0.05)
+        while s._merge_task is not None:                              # the merge-back runs in the background
+            await asyncio.sleep(0.01)
         fallbacks = s.fallbacks
-        r = await s.window_take("w", 1, 3, 60)                        # fresh window in the new Redis
-        assert r.allowed and r.used == 1
-        assert await s.cache_get("c") is None                         # local-only entry not merged back
+        # The restarted Redis is empty: what it holds now is exactly what was counted locally while degraded.
+        r = await s.window_take("w", 1, 3, 60)
+        assert not r.allowed and r.used == 3                          # the 3 taken during the outage still count
+        assert await s.counters_get("usage") == {"requests": 2.0, "cost": 0.5}
+        assert await s.local.counters_get("usage") == {}              # moved, not copied
+        assert s.merged >= 3                                          # "w", "other" (windows) and "usage"
+        assert await s.cache_get("c") is None                         # cache entries are not merged back
         assert s.fallbacks == fallbacks and s.degraded_since is None
         assert await s.ping()
     finally:

@@ -52,6 +52,12 @@ class MemoryStore:
         times.append(now)
         amounts.append(delta)
 
+    def window_drain(self, key: str, window_s: float) -> float:
+        """Remove a window and return what it still counts (for merging it into a shared store)."""
+        times, amounts = self._window(key, window_s, self._clock())
+        self._windows.pop(key, None)
+        return sum(amounts)
+
     # -- breakers ----------------------------------------------------------------------------------
     def _view(self, key: str, now: float) -> BreakerView:
         entry = self._breakers.get(key)
@@ -108,6 +114,10 @@ class MemoryStore:
 
     async def counters_get(self, key: str) -> dict[str, float]:
         return dict(self._counters.get(key, {}))
+
+    def counters_pop(self, key: str) -> dict[str, float]:
+        """Remove a counter record and return it (for merging it into a shared store)."""
+        return self._counters.pop(key, {})
 
     async def counters_keys(self, prefix: str) -> list[str]:
         return [k for k in self._counters if k.startswith(prefix)]

@@ -31,10 +31,13 @@ Redis faults never fail a request
     single background PING probes Redis (calls still answer locally meanwhile) and, when it answers,
     calls go to Redis again (`ping()` succeeding does the same). While degraded, windows, cache and
     counters live only in this process: windows still count locally, so limits keep holding per
-    replica. On recovery the local counts are *not* merged back: windows converge as fresh traffic is
-    counted in Redis again, and usage counted locally while degraded stays only in the local store.
-    This replica's breaker failures/successes are also mirrored into the local store, so it still
-    knows the targets it saw failing when Redis goes away.
+    replica. On recovery they are merged back, in the background: what each window touched while
+    degraded still counts is added to its Redis window (at the merge time, so it is held a little
+    longer than it would have been), and the usage counters are added to the Redis counters, so limits
+    and usage are not undercounted after an outage. A merge that fails stays pending for the next
+    recovery. Cache entries are not merged (they are only a cache). This replica's breaker
+    failures/successes are also mirrored into the local store, so it still knows the targets it saw
+    failing when Redis goes away.
 
     Fail-open vs fail-closed for limits is the caller's choice: check ``healthy`` and refuse when
     configured fail-closed.
@@ -225,6 +228,11 @@ class RedisStore:
         self._closed = False
 
         self.local = local if local is not None else MemoryStore()
+        # Touched locally while degraded, merged into Redis on recovery: window key -> window_s; counter keys.
+        self._pending_windows: dict[str, float] = {}
+        self._pending_counters: set[str] = set()
+        self._merge_task: asyncio.Task | None = None
+        self.merged = 0                          # window and counter records merged back so far
         self._views: dict[str, _CachedView] = {}
         self._view_gen: dict[str, int] = {}
         self._view_tasks: dict[str, asyncio.Future] = {}
@@ -271,6 +279,29 @@ class RedisStore:
             self.healthy = True
             self.degraded_since = None
             self.last_error = None
+            if (self._pending_windows or self._pending_counters) and self._merge_task is None and not self._closed:
+                self._merge_task = asyncio.get_running_loop().create_task(self._merge_back())
+
+    async def _merge_back(self) -> None:
+        """Add what was counted locally while degraded to Redis (see the module docstring)."""
+        merged = 0
+        try:
+            for key, window_s in list(self._pending_windows.items()):
+                amount = self.local.window_drain(key, window_s)
+                del self._pending_windows[key]
+                if amount:
+                    await self.window_adjust(key, amount, window_s)  # back to local + pending if Redis fails
+                    merged += key not in self._pending_windows
+            for key in list(self._pending_counters):
+                self._pending_counters.discard(key)
+                fields = self.local.counters_pop(key)
+                await self.counters_add(key, fields)
+                merged += key not in self._pending_counters
+        finally:
+            self._merge_task = None
+            self.merged += merged
+            if merged:
+                log.warning("redis store: merged %d window and counter records counted locally back into Redis", merged)
 
     def _on_failure(self, exc: BaseException) -> None:
         self._consecutive_failures += 1
@@ -325,6 +356,7 @@ class RedisStore:
             )
         except RedisUnavailable:
             self.fallbacks += 1
+            self._pending_windows[key] = window_s
             return await self.local.window_take(key, amount, limit, window_s)
         return WindowResult(bool(int(res[0])), float(res[1]), limit, float(res[2]))
 
@@ -338,6 +370,7 @@ class RedisStore:
             )
         except RedisUnavailable:
             self.fallbacks += 1
+            self._pending_windows[key] = window_s
             await self.local.window_adjust(key, delta, window_s)
 
     # -- breakers ----------------------------------------------------------------------------------
@@ -444,6 +477,7 @@ class RedisStore:
             await self._call(self._hincr, self._k("cnt", key), fields)
         except RedisUnavailable:
             self.fallbacks += 1
+            self._pending_counters.add(key)
             await self.local.counters_add(key, fields)
 
     async def counters_get(self, key: str) -> dict[str, float]:
@@ -479,6 +513,11 @@ class RedisStore:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def aclose(self) -> None:
         self._closed = True
+        if self._merge_task is not None:  # let a running merge finish: it is bounded by timeout_s per record
+            try:
+                await self._merge_task
+            except BaseException:  # noqa: BLE001
+                pass
         if self._probe_task is not None:
             self._probe_task.cancel()
             try:
