@@ -3,6 +3,7 @@ state machine on a fake clock, the policy checks, and the real gateway under par
 
 from __future__ import annotations
 
+import random
 import textwrap
 
 import httpx
@@ -40,6 +41,18 @@ def test_outcome_window_counts_and_forgets_after_the_window():
     assert w.add(False, 110.2) == (0, 3)
     assert w.add(True, 111.0) == (1, 3)  # 102-111: 109.5, 110.2 and 111
     assert w.add(False, 125.0) == (0, 1)
+
+
+def test_outcome_window_running_totals_match_a_recount():
+    rng = random.Random(5)
+    w, seen, now = OutcomeWindow(3.0), [], 50.0
+    for _ in range(3000):
+        now += rng.choice([0.0, 0.01, 0.1, 0.35, 1.7, 4.0])
+        failed = rng.random() < 0.3
+        seen.append((int(now / 0.3), failed))
+        newest = seen[-1][0]
+        recount = [f for b, f in seen if b > newest - 10]
+        assert w.add(failed, now) == (sum(recount), len(recount))
 
 
 async def _run(breakers: Breakers, spec: BreakerSpec, outcomes: str, clock: Clock, step: float = 0.01) -> list[str]:

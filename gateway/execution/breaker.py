@@ -32,31 +32,40 @@ def breaker_key(target: str) -> str:
 
 
 class OutcomeWindow:
-    """Successes and failures over the last `window` seconds, in BUCKETS time buckets (O(1) memory)."""
+    """Successes and failures over the last `window` seconds, in BUCKETS time buckets, with running totals
+    (it is updated on every attempt, so an update is O(1) but for expiring buckets)."""
 
     BUCKETS = 10
-    __slots__ = ("window", "width", "ids", "ok", "bad")
+    __slots__ = ("window", "width", "ok", "bad", "last", "total_ok", "total_bad")
 
     def __init__(self, window: float) -> None:
         self.window = window
         self.width = max(window, 1e-3) / self.BUCKETS
-        self.ids = [-1] * self.BUCKETS
         self.ok = [0] * self.BUCKETS
         self.bad = [0] * self.BUCKETS
+        self.last = None  # index of the newest bucket in use
+        self.total_ok = self.total_bad = 0
 
     def add(self, failed: bool, now: float) -> tuple[int, int]:
         """Record one outcome; returns (failures, attempts) within the window."""
         b = int(now / self.width)
+        if b != self.last:
+            # Expire the buckets between the newest one used and this one (all of them after a long gap).
+            first = b - self.BUCKETS + 1 if self.last is None else max(self.last + 1, b - self.BUCKETS + 1)
+            for j in range(first, b + 1):
+                i = j % self.BUCKETS
+                self.total_ok -= self.ok[i]
+                self.total_bad -= self.bad[i]
+                self.ok[i] = self.bad[i] = 0
+            self.last = b
         i = b % self.BUCKETS
-        if self.ids[i] != b:
-            self.ids[i], self.ok[i], self.bad[i] = b, 0, 0
         if failed:
             self.bad[i] += 1
+            self.total_bad += 1
         else:
             self.ok[i] += 1
-        oldest = b - self.BUCKETS
-        bad = sum(n for n, j in zip(self.bad, self.ids) if j > oldest)
-        return bad, bad + sum(n for n, j in zip(self.ok, self.ids) if j > oldest)
+            self.total_ok += 1
+        return self.total_bad, self.total_bad + self.total_ok
 
 
 class Breakers:
