@@ -43,7 +43,7 @@ class OutcomeWindow:
         self.width = max(window, 1e-3) / self.BUCKETS
         self.ok = [0] * self.BUCKETS
         self.bad = [0] * self.BUCKETS
-        self.last = None  # index of the newest bucket in use
+        self.last = None  # number (time / width) of the newest bucket seen
         self.total_ok = self.total_bad = 0
 
     def add(self, failed: bool, now: float) -> tuple[int, int]:
