@@ -102,7 +102,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--breaker", default="{failure_ratio: 0.5, window: 30s, cooldown: 20s}",
+    parser.add_argument("--breaker",
+                        default="{failure_ratio: 0.5, min_requests: 10, consecutive: 5, window: 30s, cooldown: 20s}",
                         help="the policy's breaker, e.g. '{failures: 5, window: 30s, cooldown: 20s}' or '{enabled: false}'")
     args = parser.parse_args()
     ups = [MockUpstream(), MockUpstream()]

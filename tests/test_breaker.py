@@ -73,7 +73,7 @@ async def _run(breakers: Breakers, spec: BreakerSpec, outcomes: str, clock: Cloc
 
 async def test_ratio_mode_ignores_a_partial_fault_rate_and_opens_on_a_majority(rig):
     clock, store, breakers = rig
-    spec = BreakerSpec(failure_ratio=0.5, min_requests=10, window=30.0, cooldown=5.0)
+    spec = BreakerSpec(failure_ratio=0.5, min_requests=10, window=30.0, cooldown=5.0, consecutive=100)
     # 30 % failures, spread evenly, for 200 attempts: never opens (a count of 5 in 30 s would have).
     seen = await _run(breakers, spec, "x.." * 67, clock)
     assert "open" not in seen
@@ -88,9 +88,9 @@ async def test_ratio_mode_ignores_a_partial_fault_rate_and_opens_on_a_majority(r
 
 async def test_ratio_mode_waits_for_min_requests_then_half_opens_and_closes(rig):
     clock, store, breakers = rig
-    spec = BreakerSpec(failure_ratio=0.5, min_requests=20, window=10.0, cooldown=2.0)
+    spec = BreakerSpec(failure_ratio=0.5, min_requests=20, window=10.0, cooldown=2.0, consecutive=100)
     seen = await _run(breakers, spec, "x" * 19, clock)
-    assert "open" not in seen  # 19 failures of 19, but fewer than min_requests
+    assert "open" not in seen  # 19 failures of 19, but fewer than min_requests (and than `consecutive`)
     await breakers.failure(spec, "d", "server")
     assert await breakers.is_open(spec, "d")
     await breakers.failure(spec, "d", "bad_request")  # not a health failure: ignored
@@ -103,6 +103,21 @@ async def test_ratio_mode_waits_for_min_requests_then_half_opens_and_closes(rig)
     await breakers.success(spec, "d")
     assert (await store.breaker_view("breaker:d")).state == "closed"
     seen = await _run(breakers, spec, "x" * 5, clock)  # a fresh window after closing
+    assert "open" not in seen
+
+
+async def test_ratio_mode_at_low_traffic_opens_on_failures_in_a_row(rig):
+    clock, store, breakers = rig
+    spec = BreakerSpec(failure_ratio=0.5, min_requests=10, window=30.0, cooldown=5.0, consecutive=5)
+    # Sparse traffic (one attempt every 4 s, never 10 in a window): a success breaks each streak.
+    seen = await _run(breakers, spec, "xxxx.xxxx.xx.x.", clock, step=4.0)
+    assert "open" not in seen
+    seen = await _run(breakers, spec, "xxxxx" + "x", clock, step=4.0)  # a dead upstream
+    assert seen[:5] == ["closed"] * 5 and seen[5] == "open"
+    # With enough attempts in the window, the share decides, not the streak: at the 5th failure in a row
+    # the window holds 26 attempts of which 9 failed, so it stays closed.
+    clock.t += 31
+    seen = await _run(breakers, spec, ".." * 6 + ".x" * 4 + "." + "xxxxx" + ".", clock, step=0.1)
     assert "open" not in seen
 
 
@@ -140,14 +155,16 @@ def test_policy_checks_the_ratio_breaker():
     assert _errors("breaker: {failures: 3, failure_ratio: 0.5}") == [
         "p.yaml:8: breaker: give `failures` (count of failures) or `failure_ratio` (share of attempts), not both"]
     assert _errors("breaker: {failure_ratio: 1.5}") == ["p.yaml:8: breaker.failure_ratio must be between 0.01 and 1.0, got 1.5"]
-    assert _errors("breaker: {failures: 3, min_requests: 5}") == [
-        "p.yaml:8: breaker.min_requests belongs to the ratio mode; with `failures` (count mode) it has no effect"]
+    assert _errors("breaker: {failures: 3, min_requests: 5, consecutive: 2}") == [
+        "p.yaml:8: breaker.min_requests belongs to the ratio mode; with `failures` (count mode) it has no effect",
+        "p.yaml:8: breaker.consecutive belongs to the ratio mode; with `failures` (count mode) it has no effect"]
     count = compile_policy(POLICY.format(url="http://127.0.0.1:9/v1").replace(
         "breaker: {failure_ratio: 0.5, min_requests: 10, window: 30s, cooldown: 60s}", "breaker: {failures: 3}"), "p.yaml", {})
     assert count.breaker.failure_ratio is None and count.breaker.failures == 3
     default = compile_policy(POLICY.format(url="http://127.0.0.1:9/v1").replace(
         "breaker: {failure_ratio: 0.5, min_requests: 10, window: 30s, cooldown: 60s}\n", ""), "p.yaml", {})
     assert default.breaker.failure_ratio == 0.5 and default.breaker.min_requests == 10
+    assert default.breaker.consecutive == 5
 
 
 def test_gateway_rides_out_partial_faults_and_opens_on_a_dead_upstream(upstream, mock, tmp_path):

@@ -3,7 +3,8 @@
 Two modes (policy `breaker`):
 - ratio (`failure_ratio: R`, the default, R = 0.5): open when at least R of the attempts within `window`
   failed, once there were `min_requests` of them (as LiteLLM's default cooldown and Helicone's error-ratio
-  monitor do);
+  monitor do). With fewer attempts than that, too few for a share, `consecutive` failures in a row open
+  it, so a dead deployment behind little traffic is still cut off;
 - count (`failures: N`): open after N counted failures within `window`, counted in the Store, so across
   replicas.
 
@@ -73,6 +74,7 @@ class Breakers:
         self.store = store
         self._last_state: dict[str, str] = {}
         self._windows: dict[str, OutcomeWindow] = {}  # ratio mode, per deployment
+        self._streaks: dict[str, int] = {}             # ratio mode: failures in a row, per deployment
         self._clock = clock
 
     def _window(self, spec: BreakerSpec, target: str) -> OutcomeWindow:
@@ -100,12 +102,17 @@ class Breakers:
         threshold = spec.failures
         if spec.failure_ratio is not None:
             bad, total = self._window(spec, target).add(True, self._clock())
-            tripped = total >= spec.min_requests and bad >= spec.failure_ratio * total
+            streak = self._streaks[target] = self._streaks.get(target, 0) + 1
+            if total >= spec.min_requests:
+                tripped = bad >= spec.failure_ratio * total
+            else:
+                tripped = streak >= spec.consecutive
             if not tripped and self._last_state.get(target, "closed") == "closed":
                 return
             threshold = 1  # the Store opens at once (and a failed half-open trial reopens there anyway)
-            if tripped:
-                self._windows.pop(target, None)  # after the cooldown, judge on fresh attempts
+            if tripped:  # after the cooldown, judge on fresh attempts
+                self._windows.pop(target, None)
+                self._streaks.pop(target, None)
         view = await self.store.breaker_failure(breaker_key(target), threshold, spec.window, spec.cooldown)
         self._changed(target, view.state)
 
@@ -114,6 +121,7 @@ class Breakers:
             return
         if spec.failure_ratio is not None:
             self._window(spec, target).add(False, self._clock())
+            self._streaks.pop(target, None)
         if self._last_state.get(target, "closed") != "closed":
             await self.store.breaker_success(breaker_key(target))
             self._changed(target, "closed")

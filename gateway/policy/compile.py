@@ -654,14 +654,15 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     breaker_spec = c.mapping(data.get("breaker"), c.line_of(data, "breaker"), "breaker")
     breaker = BreakerSpec()
     if breaker_spec is not None:
-        c.unknown_keys(breaker_spec, {"failures", "window", "cooldown", "enabled", "failure_ratio", "min_requests"},
-                       "breaker")
+        c.unknown_keys(breaker_spec, {"failures", "window", "cooldown", "enabled", "failure_ratio", "min_requests",
+                                      "consecutive"}, "breaker")
         if "failures" in breaker_spec and "failure_ratio" in breaker_spec:
             c.err(c.line_of(breaker_spec, "failure_ratio"),
                   "breaker: give `failures` (count of failures) or `failure_ratio` (share of attempts), not both")
-        if "min_requests" in breaker_spec and "failures" in breaker_spec:
-            c.err(c.line_of(breaker_spec, "min_requests"),
-                  "breaker.min_requests belongs to the ratio mode; with `failures` (count mode) it has no effect")
+        for key in ("min_requests", "consecutive"):
+            if key in breaker_spec and "failures" in breaker_spec:
+                c.err(c.line_of(breaker_spec, key),
+                      f"breaker.{key} belongs to the ratio mode; with `failures` (count mode) it has no effect")
         count_mode = "failures" in breaker_spec
         ratio = None if count_mode else c.number(breaker_spec, "failure_ratio", "breaker", 0.5, 0.01, 1.0)
         breaker = BreakerSpec(
@@ -671,6 +672,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
             enabled=bool(c.get(breaker_spec, "enabled", bool, "breaker", True)),
             failure_ratio=float(ratio) if ratio is not None else None,
             min_requests=c.number(breaker_spec, "min_requests", "breaker", 10, 1, None, True),
+            consecutive=c.number(breaker_spec, "consecutive", "breaker", 5, 1, None, True),
         )
     degrade = _degrade(c, data.get("degrade"), c.line_of(data, "degrade"), "degrade", DegradeSpec())
     deadline = c.duration(data, "deadline", "the policy", 120.0)

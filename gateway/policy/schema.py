@@ -53,7 +53,8 @@ class BreakerSpec:
     cooldown: float = 20.0
     enabled: bool = True
     failure_ratio: float | None = 0.5    # ratio mode, the default: open when this share of the attempts
-    min_requests: int = 10               # within `window` failed, once there were at least min_requests
+    min_requests: int = 10               # within `window` failed, once there were at least min_requests;
+    consecutive: int = 5                 # with fewer attempts than that, after this many failures in a row
 
 
 @dataclass(frozen=True, slots=True)
