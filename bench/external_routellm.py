@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.classify import LengthScorer, load_scorer  # noqa: E402
+from gateway.classify.evaluate import bootstrap_intervals  # noqa: E402
 from gateway.classify.metrics import apgr, cpt  # noqa: E402
 
 WEAK, STRONG = "mixtral-8x7b-instruct-v0.1", "gpt-4-1106-preview"
@@ -48,20 +49,15 @@ def main() -> int:
     a = ap.parse_args()
     texts, weak, strong = read(a.file)
     print(f"{a.file.name}: {len(texts)} prompts; weak (Mixtral) {weak.mean():.3f}, strong (GPT-4) {strong.mean():.3f}\n")
-    rng = np.random.default_rng(0)
-    samples = [i for i in (rng.integers(0, len(texts), len(texts)) for _ in range(a.bootstrap))
-               if strong[i].sum() != weak[i].sum()]
     s_len = np.array(LengthScorer().score_batch(texts))
     print("| router | APGR [90% CI] | CPT(50%) | APGR − length [90% CI] |\n|---|---|---|---|")
     for path in a.model or [None]:
         scorer = load_scorer("onnx", path)
         s = np.array(scorer.score_batch(texts))
-        boot = np.array([(apgr(s[i], weak[i], strong[i]), apgr(s[i], weak[i], strong[i]) - apgr(s_len[i], weak[i], strong[i]))
-                         for i in samples])
-        lo, hi = np.quantile(boot, [0.05, 0.95], axis=0)
-        print(f"| model `{scorer.version}` | {apgr(s, weak, strong):.3f} [{lo[0]:.3f}, {hi[0]:.3f}] | "
+        ci, diff_ci = bootstrap_intervals(s, s_len, weak, strong, a.bootstrap, np.random.default_rng(0))
+        print(f"| model `{scorer.version}` | {apgr(s, weak, strong):.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
               f"{cpt(s, weak, strong, 0.5):.1%} | {apgr(s, weak, strong) - apgr(s_len, weak, strong):+.3f} "
-              f"[{lo[1]:+.3f}, {hi[1]:+.3f}] |")
+              f"[{diff_ci[0]:+.3f}, {diff_ci[1]:+.3f}] |")
     print(f"| prompt length | {apgr(s_len, weak, strong):.3f} | {cpt(s_len, weak, strong, 0.5):.1%} | |")
     print("| random | 0.500 | 50.0% | |")
     return 0

@@ -77,18 +77,15 @@ class Example:
     @property
     def multi_gain(self) -> float:
         """Mean score of LLMROUTER_BIG minus mean of LLMROUTER_SMALL (the pair's gain where unknown)."""
-        try:
-            return multi_model_gain(dict(self.scores))
-        except KeyError:
-            return self.gain
+        return multi_model_gain(dict(self.scores), self.gain)
 
 
-def multi_model_gain(scores: dict[str, float]) -> float:
-    big = [scores[m] for m in LLMROUTER_BIG if m in scores]
-    small = [scores[m] for m in LLMROUTER_SMALL if m in scores]
-    if len(big) != len(LLMROUTER_BIG) or len(small) != len(LLMROUTER_SMALL):
-        raise KeyError("a model of the multi-model gain has no score")
-    return sum(big) / len(big) - sum(small) / len(small)
+def multi_model_gain(scores: dict[str, float], default: float) -> float:
+    """Mean score of LLMROUTER_BIG minus mean of LLMROUTER_SMALL; `default` when one of them has no score."""
+    if any(m not in scores for m in LLMROUTER_BIG + LLMROUTER_SMALL):
+        return default
+    return (sum(scores[m] for m in LLMROUTER_BIG) / len(LLMROUTER_BIG)
+            - sum(scores[m] for m in LLMROUTER_SMALL) / len(LLMROUTER_SMALL))
 
 
 def default_data_dir() -> Path:
@@ -177,10 +174,7 @@ def load_llmrouter(data_dir: Path, weak: str = LLMROUTER_WEAK, strong: str = LLM
             raise DataError(f"model {weak!r} or {strong!r} not in llmrouter scores ({sorted(sc)})")
         text = llmrouter_prompt(r["question"], q.get("metric"), q.get("choices"))
         w, s = float(sc[weak]), float(sc[strong])
-        try:
-            multi = multi_model_gain({m: float(v) for m, v in sc.items()})
-        except KeyError:
-            multi = s - w
+        multi = multi_model_gain({m: float(v) for m, v in sc.items()}, s - w)
         target = multi if q["task_name"] in MULTI_ONLY_TASKS else 0.5 * (s - w) + 0.5 * multi
         out.append(Example(text, w, s, "llmrouter", q["task_name"], split_of(text), target,
                            tuple(sorted((m, float(v)) for m, v in sc.items()))))

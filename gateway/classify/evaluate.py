@@ -31,7 +31,6 @@ from .calibrate import share_at
 from .metrics import apgr, cpt, pgr_curve
 from .model import OnnxScorer
 
-PUBLISHED = {"mmlu": 0.603, "gsm8k+math": 0.622}  # RouteLLM (ICLR 2025) best APGR, GPT-4 vs Mixtral
 SMALL_MODELS = D.LLMROUTER_SMALL + ("codegemma-7b",)
 PAIR_MODELS = SMALL_MODELS + D.LLMROUTER_BIG
 OTHER_PAIRS = tuple((w, s) for w in SMALL_MODELS for s in D.LLMROUTER_BIG if (w, s) != (D.LLMROUTER_WEAK, D.LLMROUTER_STRONG))
@@ -62,8 +61,10 @@ def _safe(fn, *a) -> float | None:
         return None
 
 
-def _bootstrap(model: np.ndarray, length: np.ndarray, w: np.ndarray, s: np.ndarray, n_boot: int,
-               rng: np.random.Generator) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+def bootstrap_intervals(model: np.ndarray, length: np.ndarray, w: np.ndarray, s: np.ndarray, n_boot: int,
+                        rng: np.random.Generator) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """90 % bootstrap intervals over prompts of the model's APGR and of its paired difference to length
+    (None when fewer than half the resamples have a gap)."""
     a_m, a_d = [], []
     n = len(w)
     for _ in range(n_boot):
@@ -94,7 +95,7 @@ def _quality(examples: list[D.Example], s_model: np.ndarray, n_boot: int, seed: 
             row[key] = {"apgr": _safe(apgr, sc, wi, si), "cpt50": _safe(cpt, sc, wi, si, 0.5),
                         "cpt80": _safe(cpt, sc, wi, si, 0.8)}
         if n_boot and row["model"]["apgr"] is not None:
-            row["model_ci"], row["diff_ci"] = _bootstrap(s_model[idx], s_len[idx], wi, si, n_boot, rng)
+            row["model_ci"], row["diff_ci"] = bootstrap_intervals(s_model[idx], s_len[idx], wi, si, n_boot, rng)
         rows.append(row)
     return {"n_test": len(examples), "rows": rows, "other_pairs": _other_pairs(examples, s_model, s_len)}
 
