@@ -107,18 +107,14 @@ def quality(model: Path, tokenizer: Path, cache: Path) -> tuple[dict, dict]:
 
     from gateway.classify import data as D
     from gateway.classify import features as F
-    from gateway.classify.metrics import apgr
     from gateway.classify.train import DEFAULT_PRIOR_BETA as BETA
-    from gateway.classify.train import cv_folds, fit_head, head_raw, out_of_fold_raw
+    from gateway.classify.train import cv_folds, dev_metrics, fit_head, head_raw, out_of_fold_raw
 
     examples = [e for e in D.load_all(D.default_data_dir()) if e.split in ("train", "val")]
     texts = [e.text for e in examples]
     X = F.extract_batch(texts).astype(np.float64)
     E = embed_all(texts, model, tokenizer, cache).astype(np.float64)
-    y, w, s, multi = (np.array([getattr(e, a) for e in examples]) for a in ("target", "weak", "strong", "multi_gain"))
-    ds, task = np.array([e.dataset for e in examples]), np.array([e.task for e in examples])
-    sets = {"mmlu": ds == "mmlu", "llmrouter": ds == "llmrouter",
-            "gsm8k+math": (ds == "llmrouter") & np.isin(task, ["gsm8k", "math"])}
+    y = np.array([e.target for e in examples])
 
     def mlp(M: np.ndarray, tr: np.ndarray, te: np.ndarray) -> np.ndarray:
         p = fit_head(M[tr], y[tr], log=lambda _: None)
@@ -142,14 +138,14 @@ def quality(model: Path, tokenizer: Path, cache: Path) -> tuple[dict, dict]:
             for k in range(5):
                 raw[name][folds == k] += fit(folds != k, folds == k)
         for name, sc in raw.items():
-            r = {n: apgr(sc[m], w[m], s[m]) for n, m in sets.items()}
-            m = sets["gsm8k+math"]
-            r["gsm8k+math (multi-model gain)"] = apgr(sc[m], np.zeros(int(m.sum())), multi[m])
+            r = dev_metrics(examples, sc)
             for n, v in r.items():
                 out.setdefault(name, {}).setdefault(n, []).append(v)
             log(f"[cv] fold seed {fs} {name}: " + " ".join(f"{n}={v:.3f}" for n, v in r.items()))
         log(f"[cv] fold seed {fs} done in {time.perf_counter() - t0:.0f}s")
-    return out, {n: int(m.sum()) for n, m in sets.items()}
+    ds = [e.dataset for e in examples]
+    maths = sum(e.dataset == "llmrouter" and e.task in ("gsm8k", "math") for e in examples)
+    return out, {"mmlu": ds.count("mmlu"), "llmrouter": ds.count("llmrouter"), "gsm8k+math": maths}
 
 
 def speed(model: Path, tokenizer: Path, threads: int, cpu: int) -> list[str]:

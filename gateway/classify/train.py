@@ -330,33 +330,35 @@ def crossfit_scores(examples: Sequence[D.Example], fold_seeds: Sequence[int] = (
     return out
 
 
+def dev_metrics(examples: Sequence[D.Example], scores: np.ndarray) -> dict[str, float]:
+    """The dev-CV figures of a score vector: APGR on MMLU, llmrouter and gsm8k+math (pair outcomes), and on
+    gsm8k+math against the multi-model gain (a less noisy proxy, reported for diagnosis)."""
+    w = np.array([e.weak for e in examples])
+    s = np.array([e.strong for e in examples])
+    ds = np.array([e.dataset for e in examples])
+    maths = (ds == "llmrouter") & np.isin([e.task for e in examples], ["gsm8k", "math"])
+    r = {name: apgr(scores[m], w[m], s[m])
+         for name, m in (("mmlu", ds == "mmlu"), ("llmrouter", ds == "llmrouter"), ("gsm8k+math", maths))}
+    multi = np.array([e.multi_gain for e in examples])
+    r["gsm8k+math (multi-model gain)"] = apgr(scores[maths], np.zeros(int(maths.sum())), multi[maths])
+    return r
+
+
 def cross_validate(data_dir: str | None = None, fold_seeds: Sequence[int] = (0, 1, 2), betas: Sequence[float] = (0.0, DEFAULT_PRIOR_BETA),
                    n_features: int | None = None, seed: int = 0, log: Callable[[str], None] = print) -> dict:
-    """5-fold cross-validation on train+val only (the test split is never read into a fold): APGR of the
-    out-of-fold scores on MMLU, llmrouter, gsm8k+math (pair outcomes), and on gsm8k+math against the
-    multi-model gain (mean of the two ~50B models minus mean of the four 7-9B models; a less noisy proxy,
-    reported for diagnosis). ``n_features`` restricts the head to the first n feature columns (62 = the
+    """5-fold cross-validation on train+val only (the test split is never read into a fold): `dev_metrics`
+    of the out-of-fold scores. ``n_features`` restricts the head to the first n feature columns (62 = the
     task-v1 features). Returns {beta: {metric: [value per fold seed]}}."""
     examples = [e for e in D.load_all(Path(data_dir) if data_dir else D.default_data_dir()) if e.split in ("train", "val")]
     X = F.extract_batch([e.text for e in examples]).astype(np.float64)
     if n_features:
         X = X[:, :n_features]
     y = np.array([e.target for e in examples])
-    w = np.array([e.weak for e in examples])
-    s = np.array([e.strong for e in examples])
-    multi = np.array([e.multi_gain for e in examples])
-    ds = np.array([e.dataset for e in examples])
-    task = np.array([e.task for e in examples])
-    sets = {"mmlu": ds == "mmlu", "llmrouter": ds == "llmrouter",
-            "gsm8k+math": (ds == "llmrouter") & np.isin(task, ["gsm8k", "math"])}
     out: dict = {b: {} for b in betas}
     for fs in fold_seeds:
         mlp, pri = out_of_fold_raw(X, y, cv_folds([e.text for e in examples], fs), seed=seed)
         for b in betas:
-            sc = mlp + b * pri
-            r = {name: apgr(sc[m], w[m], s[m]) for name, m in sets.items()}
-            m = sets["gsm8k+math"]
-            r["gsm8k+math (multi-model gain)"] = apgr(sc[m], np.zeros(int(m.sum())), multi[m])
+            r = dev_metrics(examples, mlp + b * pri)
             for name, v in r.items():
                 out[b].setdefault(name, []).append(v)
             log(f"[cv] fold seed {fs} beta {b}: " + " ".join(f"{n}={v:.3f}" for n, v in r.items()))
