@@ -27,6 +27,7 @@ from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.routing.request import ChatRequest
 from gateway.routing.router import NoRoute, UnknownModel
+from gateway.routing.signals import estimate_tokens
 
 log = logging.getLogger("gateway.chat")
 
@@ -83,14 +84,17 @@ class ChatCompletions:
         policy = rt.policies.current  # this request keeps this version to the end, whatever reloads happen
         state = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
         try:
+            key = authenticate(policy, headers)  # before reading the body: no work for unknown callers
             raw = await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length"))
             body = parse_json(raw)
             model, messages, stream = validate_chat(body)
-            key = authenticate(policy, headers)
             request = ChatRequest(body, raw, model, stream, messages, headers, key.name if key else None,
                                   key.group if key else None, request_id)
+            # Per-key limits before routing, whose work (personal-data scan, classifier) grows with the prompt.
+            estimate = estimate_tokens(messages) + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            counted = await rt.limiter.admit(policy, key, None, estimate)
             try:
-                decision, plan, signals = await rt.router.decide(policy, request)
+                decision, plan, _ = await rt.router.decide(policy, request)
             except UnknownModel:
                 raise ApiError(404, f"The model '{model}' does not exist. Use 'auto' or one of: "
                                     f"{', '.join(policy.model_names())}.", param="model",
@@ -103,8 +107,7 @@ class ChatCompletions:
                 state["prompt"] = messages
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
-            estimate = signals.estimated_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
-            counted = await rt.limiter.admit(policy, key, plan.targets[0].name if plan.targets else None, estimate)
+            counted += await rt.limiter.admit(policy, None, plan.targets[0].name if plan.targets else None, estimate)
             if plan.cache is not None:
                 ckey = cache_key(body, tuple(t.name for t in plan.targets), policy.content_hash, request.key_name)
                 cached = await rt.store.cache_get(ckey)

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.policy.durations import parse_duration
@@ -455,7 +455,7 @@ def _match(c: _Checker, spec, line: int, where: str) -> Match:
 
 
 _ROUTE_KEYS = {"name", "when", "targets", "simple", "complex", "threshold", "edge_only", "retry", "degrade",
-               "cache", "spillover", "deadline", "description"}
+               "cache", "spillover", "deadline", "description", "unscannable"}
 
 
 def _chain(c: _Checker, route, key: str, where: str, models: dict) -> tuple[str, ...]:
@@ -528,9 +528,19 @@ def _route(c: _Checker, spec, line: int, index: int, models: dict, defaults: dic
         c.unknown_keys(cache_spec, {"ttl"}, f"{where}.cache")
         cache = CacheSpec(c.duration(cache_spec, "ttl", f"{where}.cache", 300.0))
     threshold = c.number(spec, "threshold", where, None, 0.0, 1.0)
+    when = _match(c, spec.get("when"), c.line_of(spec, "when"), f"{where}.when")
+    unscannable = c.get(spec, "unscannable", str, where, "ignore")
+    if unscannable not in ("personal", "ignore"):
+        c.err(c.line_of(spec, "unscannable"), f"{where}.unscannable must be personal or ignore")
+    elif unscannable == "personal":
+        if when.uses_pii:
+            when = _unscannable_is_personal(when)
+        else:
+            c.err(c.line_of(spec, "unscannable"),
+                  f"{where}: `unscannable: personal` applies to the pii conditions of `when`, and there are none")
     return Route(
         name=name,
-        when=_match(c, spec.get("when"), c.line_of(spec, "when"), f"{where}.when"),
+        when=when,
         simple=simple,
         complex=complex_,
         split=split and simple != complex_,
@@ -543,6 +553,13 @@ def _route(c: _Checker, spec, line: int, index: int, models: dict, defaults: dic
         deadline=c.duration(spec, "deadline", where, defaults["deadline"]),
         line=line,
     )
+
+
+def _unscannable_is_personal(match: Match) -> Match:
+    """The same conditions, with image, audio and file parts counting as personal data in each pii test."""
+    return replace(match, pii_unscannable=match.pii is not None or match.pii_kinds is not None,
+                   any=tuple(map(_unscannable_is_personal, match.any)),
+                   none=tuple(map(_unscannable_is_personal, match.none)))
 
 
 def _reachable(name: str, models: dict) -> list[str]:

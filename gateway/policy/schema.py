@@ -105,6 +105,7 @@ class Match:
     score: Band | None = None
     pii: bool | None = None
     pii_kinds: tuple[str, ...] | None = None
+    pii_unscannable: bool = False     # the route's `unscannable: personal`: unreadable parts count as personal
     any: tuple["Match", ...] = ()
     none: tuple["Match", ...] = ()
 
