@@ -1,11 +1,11 @@
 """Personal-data detection for routing: emails, phone numbers, card numbers (Luhn), IBANs (mod 97),
 national ID patterns. A detector is anything with `detect(text) -> set[str]`; Presidio is optional.
 
-Every check costs time linear in the input, whatever the input: the patterns either have no ambiguity
-(each character has one way to be matched) or a bounded length, and number-like runs are cut into
-groups once and checked window by window with O(1) work per group. Separators (`.`, `/`, `_`, dashes,
-no-break spaces) count as spaces and letters are compared without case, so `4111.1111.1111.1111` and a
-lower-case IBAN are found like their usual spellings.
+Every check costs time linear in the input, whatever the input: each pattern either has one way to match
+each character or a bounded length, so the regex engine never backtracks far; checksums and group rules
+then run on at most `MAX_CHECKS` candidates per kind. Separators (`.`, `/`, `_`, dashes, no-break spaces)
+count as spaces and letters are compared without case, so `4111.1111.1111.1111` and a lower-case IBAN are
+found like their usual spellings.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ _NEWLINE = re.compile(r"\n")
 
 _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # the digit sum of 2*d, for each digit d
 _IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
+MAX_CHECKS = 500   # candidates checked by code per kind and text; more count as found (fail closed)
 _IBAN_MAX = 34
 IBAN_COUNTRIES = frozenset(
     "AD AE AL AO AT AZ BA BE BF BG BH BI BJ BR BY CF CG CH CI CM CR CV CY CZ DE DJ DK DO DZ EE EG ES FI FK FO "
@@ -100,9 +101,6 @@ class RegexPiiDetector:
         return found
 
 
-MAX_CHECKS = 500
-
-
 def _groups_at(text: str, norm: str, start: int, span: int) -> tuple[list[str], list[str]]:
     """The digit groups (and the separators between them, as written) of the run that starts at `start`,
     within `span` characters; a group cut by the span is left out."""
@@ -159,8 +157,8 @@ def _has_phone(norm: str, cards: list[tuple[int, int]]) -> bool:
     for m in _PHONE_RUN.finditer(norm):
         first, end = m.start(1), m.end()
         k = bisect_left(card_starts, first)
-        if k < len(cards) and cards[k][0] < end:
-            continue
+        if (k < len(cards) and cards[k][0] < end) or (k > 0 and cards[k - 1][1] > first):
+            continue  # the run holds (part of) a card number
         groups: list[int] = []
         lengths = (g.end() - g.start() for g in _DIGITS.finditer(norm, first, end))
         prefixed = m.start() < first or norm.startswith("00", first)
