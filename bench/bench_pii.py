@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.routing.pii import RegexPiiDetector  # noqa: E402
+from gateway.routing.pii import RegexPiiDetector  # noqa: E402 - after the path set-up
 
 NORMAL = ("Hi team, the Q3 report is attached. Revenue grew 12.5% to 1,234,000 EUR; see page 7. "
           "Ping me on Slack or at the usual address if anything is unclear.\n")

@@ -45,8 +45,8 @@ def _may_overlap(first: Match, later: Match) -> bool:
     for a, b in ((first.keys, later.keys), (first.groups, later.groups)):
         if a is not None and b is not None and not set(a) & set(b):
             return False
-    for a, b in ((first.tools, later.tools), (first.images, later.images)):
-        if a is not None and b is not None and a != b:
+    for x, y in ((first.tools, later.tools), (first.images, later.images)):
+        if x is not None and y is not None and x != y:
             return False
     return True
 

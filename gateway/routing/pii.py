@@ -37,18 +37,23 @@ _NATIONAL_IDS = (
     re.compile(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),  # FR INSEE
 )
 _SE_PERSONNUMMER = re.compile(r"\b\d{2}[01]\d[0-3]\d ?\d{4}\b")
-_SE_KEYWORD = re.compile(r"\b(?:personnummer|ssn|id)\b", re.I)
+_SE_KEYWORD = re.compile(r"\b(?:personnummer|ssn|id)\b", re.IGNORECASE)
 _NEWLINE = re.compile(r"\n")
 
 _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # the digit sum of 2*d, for each digit d
 _IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
 MAX_CHECKS = 500   # candidates checked by code per kind and text; more count as found (fail closed)
 _IBAN_MAX = 34
-IBAN_COUNTRIES = frozenset(
-    "AD AE AL AO AT AZ BA BE BF BG BH BI BJ BR BY CF CG CH CI CM CR CV CY CZ DE DJ DK DO DZ EE EG ES FI FK FO "
-    "FR GA GB GE GI GL GQ GR GT GW HN HR HU IE IL IQ IR IS IT JO KM KW KZ LB LC LI LT LU LV LY MA MC MD ME MG "
-    "MK ML MN MR MT MU MZ NE NI NL NO OM PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM SN SO ST SV TD TG TL TN "
-    "TR UA VA VG XK YE".split())  # the IBAN registry's countries and those using IBAN outside it
+# The IBAN registry's countries and those that use IBANs outside it.
+IBAN_COUNTRIES = frozenset({
+    "AD", "AE", "AL", "AO", "AT", "AZ", "BA", "BE", "BF", "BG", "BH", "BI", "BJ", "BR", "BY", "CF", "CG", "CH",
+    "CI", "CM", "CR", "CV", "CY", "CZ", "DE", "DJ", "DK", "DO", "DZ", "EE", "EG", "ES", "FI", "FK", "FO", "FR",
+    "GA", "GB", "GE", "GI", "GL", "GQ", "GR", "GT", "GW", "HN", "HR", "HU", "IE", "IL", "IQ", "IR", "IS", "IT",
+    "JO", "KM", "KW", "KZ", "LB", "LC", "LI", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MG", "MK", "ML",
+    "MN", "MR", "MT", "MU", "MZ", "NE", "NI", "NL", "NO", "OM", "PK", "PL", "PS", "PT", "QA", "RO", "RS", "RU",
+    "SA", "SC", "SD", "SE", "SI", "SK", "SM", "SN", "SO", "ST", "SV", "TD", "TG", "TL", "TN", "TR", "UA", "VA",
+    "VG", "XK", "YE",
+})
 _IBAN_WINDOW = 2 * _IBAN_MAX + 2   # characters after a start that can hold 34 letters and digits
 
 
