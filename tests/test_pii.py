@@ -17,8 +17,11 @@ import pytest
 from conftest import ROOT, Gateway
 from gateway.policy import PolicyInvalid, compile_policy
 from gateway.policy.lint import policy_warnings
+from gateway.policy.schema import Match
+from gateway.routing.matcher import evaluate
 from gateway.routing.pii import MAX_CHECKS, RegexPiiDetector, iban_ok, luhn_ok
-from gateway.routing.signals import request_strings
+from gateway.routing.request import ChatRequest
+from gateway.routing.signals import Signals, request_strings
 
 detector = RegexPiiDetector()
 MB = 1_000_000
@@ -208,6 +211,23 @@ models:
   edge-a: {tier: edge, litellm: {model: openai/edge-a, api_base: "http://127.0.0.1:9/v1", api_key: t}}
   cloud-a: {tier: cloud, litellm: {model: openai/cloud-a, api_base: "http://127.0.0.1:9/v1", api_key: t}}
 """
+
+
+def test_unreadable_parts_in_every_kind_of_pii_condition():
+    body = {"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "no personal data here"},
+        {"type": "input_audio", "input_audio": {"data": "QUJD", "format": "wav"}}]}]}
+    signals = Signals(ChatRequest(body, b"", "auto", False, body["messages"]), detector)
+    assert signals.pii == set() and signals.unscannable == {"audio"}
+    for match, expected in ((Match(pii=True), False), (Match(pii=True, pii_unscannable=True), True),
+                            (Match(pii=False, pii_unscannable=True), False), (Match(pii=False), True),
+                            (Match(pii_kinds=("card",), pii_unscannable=True), True),
+                            (Match(none=(Match(pii=True, pii_unscannable=True),)), False)):
+        why: list[str] = []
+        assert evaluate(match, signals, why) is expected, (match, why)
+    why = []
+    evaluate(Match(pii=True, pii_unscannable=True), signals, why)
+    assert why == ["pii=unscannable ['audio']"]
 
 
 def test_unscannable_is_validated():
