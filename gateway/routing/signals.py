@@ -9,7 +9,7 @@ from gateway.routing.request import ChatRequest, message_text
 
 # Bodies larger than this are walked and scanned for personal data in a worker thread, so that one large
 # prompt does not hold up the event loop (below this, a scan takes a few milliseconds at most).
-OFF_LOOP_BYTES = 16 * 1024
+OFF_LOOP_BYTES = 4 * 1024
 # Top-level fields whose strings are names or enums, not content.
 _NOT_CONTENT = frozenset({"model", "service_tier", "reasoning_effort", "modalities", "stream"})
 # Anywhere: identifiers the client echoes back, and the part types of the content parts.
