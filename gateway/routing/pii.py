@@ -24,19 +24,21 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-
 _DIGIT_RUN = re.compile(r"\d+(?: {1,3}\d+)*")
 _DIGITS = re.compile(r"\d+")
 _SEPARATOR_RUN = re.compile(r"\D+")
-# Zero-width matches at each group start that has enough digits ahead to hold a card (13) or a phone (7).
-_CARD_AT = re.compile(r"(?<!\d)(?=\d{3}(?: {0,3}\d){10})")
+# Patterns start with the character they need (the word-boundary test follows as a lookbehind): the engine
+# then skips ahead to candidate characters instead of trying every position.
+# The first digit of each group that has enough digits ahead to hold a card (13 digits).
+_CARD_AT = re.compile(r"\d(?<!\d\d)(?=\d{2}(?: {0,3}\d){10})")
 _CARD_SPAN = 19 + 18 * 3
 # A whole run of digit groups with at least 7 digits (the lookahead is bounded); one match per run.
 _PHONE_RUN = re.compile(r"(?<![\w+])[+(]{0,2}(?=\d(?:[ ()]{0,3}\d){6})(\d+(?:[ ()]{1,3}\d+)*)")
-_IBAN_START = re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}")
+_IBAN_START = re.compile(r"[A-Z](?<![A-Z0-9][A-Z])[A-Z]\d{2}")
 _IBAN_BODY = re.compile(r"[A-Z0-9]+(?: [A-Z0-9]+)*")
 _NATIONAL_IDS = (
-    re.compile(r"\b(?!000|666|9\d\d)\d{3} (?!00)\d{2} (?!0000)\d{4}\b"),        # US SSN
-    re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),  # UK NINO
-    re.compile(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),  # FR INSEE
+    re.compile(r"\d{3} (?<!\w\d\d\d )(?<!000 )(?<!666 )(?<!9\d\d )(?!00)\d{2} (?!0000)\d{4}\b"),  # US SSN
+    re.compile(r"[A-CEGHJ-PR-TW-Z](?<!\w.)[A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),  # UK NINO
+    re.compile(r"[12](?<!\w[12]) ?\d{2} ?(?:0[1-9]|1[0-2]) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),  # FR INSEE
 )
-_SE_PERSONNUMMER = re.compile(r"\b\d{2}[01]\d[0-3]\d ?\d{4}\b")
+_SE_PERSONNUMMER = re.compile(r"\d(?<!\w\d)\d[01]\d[0-3]\d ?\d{4}\b")
 _SE_KEYWORD = re.compile(r"\b(?:personnummer|ssn|id)\b", re.IGNORECASE)
 _NEWLINE = re.compile(r"\n")
 
