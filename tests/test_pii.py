@@ -53,6 +53,10 @@ FOUND = [
     ("nino ab123456c", "national_id"),
     ("INSEE 1 85 05 78 006 084 36", "national_id"),
     ("personnummer 811218-9876 is my id", "national_id"),
+    ("カード４１１１　１１１１　１１１１　１１１１です", "card"),          # full-width, as CJK input methods type
+    ("ｊａｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ", "email"),
+    ("بطاقة ٤١١١ ١١١١ ١١١١ ١١١١", "card"),                           # Arabic-Indic digits
+    ("電話 ＋４４ ２０ ７９４６ ０９５８", "phone"),
 ]
 
 NOT_FOUND = [
@@ -123,6 +127,8 @@ ADVERSARIAL = {
     "national id: INSEE shapes": "'1 85 05 78 006 084 ' * (MB // 19)",
     "national id: personnummer, keyword at the end": "'811218-9876 ' * (MB // 12) + 'id'",
     "national id: personnummer, keyword lines": "('811218-9876 ' * 1000 + chr(10)) * (MB // 12001) + 'id'",
+    "non-ASCII digits": "'\u0664\u0661 ' * (MB // 3)",
+    "full-width and expanding characters": "('\uff14\uff11\uff11\uff11 \ufdfa ') * (MB // 7)",
     "mixed prose": "'Hello jane, call 555-0100 or pay 4111 1111 with DE89 ref 12.5% id ' * (MB // 66)",
 }
 LIMIT_S = 2.0   # CPU seconds for 1 MB: a guard against super-linear blowup, not a benchmark

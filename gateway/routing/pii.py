@@ -11,9 +11,14 @@ found like their usual spellings.
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_left
 from typing import Protocol
 
+# Full-width forms (as typed with CJK input methods) and other scripts' digits read as ASCII, one
+# character for one, so that positions stay the same.
+_FULLWIDTH = {0xFF01 + i: 0x21 + i for i in range(94)} | {0x3000: 0x20}
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 _SEPARATORS = ".-/_\t\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212"
 _TO_SPACE = str.maketrans({ch: " " for ch in _SEPARATORS})
 
@@ -76,6 +81,15 @@ def iban_ok(iban: str) -> bool:
     return int((s[4:] + s[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+def ascii_forms(text: str) -> str:
+    """`４１１１` and `٤١١١` as `4111`, `ｊａｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ` as `jane@example.org`; same length."""
+    if text.isascii():
+        return text
+    text = text.translate(_FULLWIDTH)
+    digits = {ord(ch): str(unicodedata.digit(ch)) for ch in set(_OTHER_DIGIT.findall(text))}
+    return text.translate(digits) if digits else text
+
+
 def normalise(text: str) -> str:
     """Separators become spaces; same length as `text`, so positions carry over."""
     return text.translate(_TO_SPACE)
@@ -90,6 +104,7 @@ class RegexPiiDetector:
 
     def detect(self, text: str) -> set[str]:
         found: set[str] = set()
+        text = ascii_forms(text)
         if "@" in text and _EMAIL.search(text):
             found.add("email")
         if not _DIGITS.search(text):
