@@ -3,6 +3,9 @@
     python3 bench/bench_pii.py            # best of 3 per row
     python3 bench/bench_pii.py --old REV  # also time gateway/routing/pii.py as of git revision REV
                                           # (hostile rows at 10 kB only: the old patterns can take hours)
+    python bench/bench_pii.py --healthz   # /healthz latency while the gateway (with a pii route) takes
+                                          # multi-MB hostile prompts; needs the dev install (httpx, the
+                                          # test fixtures' mock upstream)
 """
 
 from __future__ import annotations
@@ -60,11 +63,73 @@ def old_detector(rev: str):
     return module.RegexPiiDetector()
 
 
+HEALTHZ_POLICY = """
+version: 1
+models:
+  edge-a: {{tier: edge, litellm: {{model: openai/edge-a, api_base: "{url}", api_key: t}}}}
+  cloud-a: {{tier: cloud, litellm: {{model: openai/cloud-a, api_base: "{url}", api_key: t}}}}
+classifier: {{kind: length}}
+routes:
+  - {{name: private, when: {{pii: true}}, targets: [edge-a], edge_only: true}}
+  - {{name: auto, when: {{model: auto}}, targets: [cloud-a]}}
+retry: {{attempts: 1}}
+"""
+
+
+def healthz() -> None:
+    import threading
+
+    import httpx
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import Gateway, MockUpstream
+
+    def probe(gw, busy) -> list[float]:
+        latencies = []
+        while busy():
+            started = time.monotonic()
+            httpx.get(gw.base + "/healthz", timeout=30)
+            latencies.append((time.monotonic() - started) * 1000)
+            time.sleep(0.01)
+        return sorted(latencies)
+
+    mock = MockUpstream()
+    gw = Gateway(HEALTHZ_POLICY.format(url=mock.url), Path(tempfile.mkdtemp()))
+    try:
+        idle = iter(range(30))
+        lat = probe(gw, lambda: next(idle, None) is not None)
+        print("| prompt | request (s) | /healthz p50 (ms) | /healthz max (ms) |\n|---|---:|---:|---:|")
+        print(f"| none (idle) | - | {lat[len(lat) // 2]:.0f} | {lat[-1]:.0f} |")
+        for name, text in {"2.6 MB mixed hostile": "1 " * 400_000 + "de12 " * 150_000 + "a" * 1_000_000 + "@",
+                           "4 MB digits spaced": "1 " * 2_000_000,
+                           "4 MB prose": NORMAL * (4_000_000 // len(NORMAL))}.items():
+            result = {}
+
+            def send(text=text, result=result):
+                started = time.monotonic()
+                httpx.post(gw.base + "/v1/chat/completions", timeout=300, json={
+                    "model": "auto", "messages": [{"role": "user", "content": text}]}).raise_for_status()
+                result["seconds"] = time.monotonic() - started
+
+            thread = threading.Thread(target=send)
+            thread.start()
+            lat = probe(gw, thread.is_alive)
+            thread.join()
+            print(f"| {name} | {result['seconds']:.2f} | {lat[len(lat) // 2]:.0f} | {lat[-1]:.0f} |", flush=True)
+    finally:
+        gw.stop()
+        mock.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", metavar="REV", help="also time the detector of this git revision")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--healthz", action="store_true", help="measure /healthz during large prompts instead")
     args = parser.parse_args()
+    if args.healthz:
+        healthz()
+        return
     new = RegexPiiDetector().detect
     old = old_detector(args.old).detect if args.old else None
     header = f"| text | 10 kB (ms) | 1 MB (ms) |{' old, 10 kB (ms) |' if old else ''}"

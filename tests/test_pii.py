@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from gateway.policy import PolicyInvalid, compile_policy
 from gateway.policy.lint import policy_warnings
 from gateway.policy.schema import Match
 from gateway.routing.matcher import evaluate
+from gateway.routing import pii
 from gateway.routing.pii import MAX_CHECKS, RegexPiiDetector, iban_ok, luhn_ok
 from gateway.routing.request import ChatRequest
 from gateway.routing.signals import Signals, request_strings
@@ -97,6 +99,18 @@ def test_too_many_candidates_count_as_found():
     fake_cards = " x ".join("4111 1111 1111 1112" for _ in range(MAX_CHECKS + 10))
     assert "card" in detector.detect(fake_cards)
     assert "card" not in detector.detect(" x ".join("4111 1111 1111 1112" for _ in range(50)))
+
+
+def test_scanning_in_slices_finds_the_same(monkeypatch):
+    """Regex calls run over slices of the text (each call short); a tiny slice must change no result."""
+    rnd = random.Random(13)
+    pieces = ["4111 1111 1111 1111", "4111.1111.1111.1111", "de89 3704 0044 0532 0130 00", "jane@example.org",
+              "+44 20 7946 0958", "(555) 123-4567", "123-45-6789", "AB 12 34 56 C", "1 85 05 78 006 084 36",
+              "811218-9876", "id", "ssn", "\n", " ", "-", ".", "x", "7", "12", "A", "@", "(", "+", "00"]
+    texts = ["".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 30))) for _ in range(3000)]
+    whole = [detector.detect(t) for t in texts]
+    monkeypatch.setattr(pii, "_SLICE", 5)
+    assert [detector.detect(t) for t in texts] == whole
 
 
 # -- linear time on hostile input ------------------------------------------------------------------------

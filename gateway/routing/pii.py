@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Protocol
 
 # Full-width forms (as typed with CJK input methods) and other scripts' digits read as ASCII, one
@@ -34,8 +35,10 @@ _SEPARATOR_RUN = re.compile(r"\D+")
 # The first digit of each group that has enough digits ahead to hold a card (13 digits).
 _CARD_AT = re.compile(r"\d(?<!\d\d)(?=\d{2}(?: {0,3}\d){10})")
 _CARD_SPAN = 19 + 18 * 3
-# A whole run of digit groups with at least 7 digits (the lookahead is bounded); one match per run.
-_PHONE_RUN = re.compile(r"(?<![\w+])[+(]{0,2}(?=\d(?:[ ()]{0,3}\d){6})(\d+(?:[ ()]{1,3}\d+)*)")
+# A run of digit groups with at least 7 digits (the lookahead is bounded); one match per run, cut after 64
+# groups or 24 digits in a group (longer groups hold no phone number).
+_PHONE_RUN = re.compile(r"(?<![\w+])[+(]{0,2}(?=\d(?:[ ()]{0,3}\d){6})(\d{1,24}(?:[ ()]{1,3}\d{1,24}){0,63})")
+_PHONE_REACH = 2 + 24 + 63 * 27 + 1
 _IBAN_START = re.compile(r"[A-Z](?<![A-Z0-9][A-Z])[A-Z]\d{2}")
 _IBAN_BODY = re.compile(r"[A-Z0-9]+(?: [A-Z0-9]+)*")
 _NATIONAL_IDS = (
@@ -47,6 +50,9 @@ _SE_PERSONNUMMER = re.compile(r"\d(?<!\w\d)\d[01]\d[0-3]\d ?\d{4}\b")
 _SE_KEYWORD = re.compile(r"\b(?:personnummer|ssn|id)\b", re.IGNORECASE)
 _NEWLINE = re.compile(r"\n")
 
+_SLICE = 32 * 1024   # characters per regex call
+_REACH = 64          # longest match (with its lookarounds) of the bounded patterns, and then some
+_EMAIL_REACH = 1024  # e-mail addresses found across slice ends: longer than any real one
 _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")  # the digit sum of 2*d, for each digit d
 _IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(ord("A"), ord("Z") + 1)})
 MAX_CHECKS = 500   # candidates checked by code per kind and text; more count as found (fail closed)
@@ -81,12 +87,35 @@ def iban_ok(iban: str) -> bool:
     return int((s[4:] + s[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+def _finditer(pattern: re.Pattern, text: str, reach: int) -> Iterator[re.Match]:
+    """`pattern.finditer(text)`, in regex calls over at most `_SLICE + reach` characters, so that no single
+    call holds the interpreter long (a scan in a worker thread then leaves the event loop its turns).
+
+    The same matches as one call, provided a match and what its lookaheads read end within `reach`
+    characters of its start: lookbehinds see before `pos`, and a match starting before a slice's end is
+    found whole in that slice's call; the next call resumes where it ended, as finditer does."""
+    pos, n = 0, len(text)
+    while pos < n:
+        stop = pos + _SLICE
+        resume = stop
+        for m in pattern.finditer(text, pos, min(n, stop + reach)):
+            if m.start() >= stop:
+                break
+            resume = max(stop, m.end())
+            yield m
+        pos = resume
+
+
+def _found(pattern: re.Pattern, text: str, reach: int) -> bool:
+    return next(_finditer(pattern, text, reach), None) is not None
+
+
 def ascii_forms(text: str) -> str:
     """`４１１１` and `٤١١١` as `4111`, `ｊａｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ` as `jane@example.org`; same length."""
     if text.isascii():
         return text
     text = text.translate(_FULLWIDTH)
-    digits = {ord(ch): str(unicodedata.digit(ch)) for ch in set(_OTHER_DIGIT.findall(text))}
+    digits = {ord(m.group()): str(unicodedata.digit(m.group())) for m in _finditer(_OTHER_DIGIT, text, 1)}
     return text.translate(digits) if digits else text
 
 
@@ -105,9 +134,9 @@ class RegexPiiDetector:
     def detect(self, text: str) -> set[str]:
         found: set[str] = set()
         text = ascii_forms(text)
-        if "@" in text and _EMAIL.search(text):
+        if "@" in text and _found(_EMAIL, text, _EMAIL_REACH):
             found.add("email")
-        if not _DIGITS.search(text):
+        if not _found(_DIGITS, text, 1):
             return found
         norm = normalise(text)
         upper = norm.upper()
@@ -116,7 +145,7 @@ class RegexPiiDetector:
             found.add("card")
         if _has_iban(upper):
             found.add("iban")
-        if any(p.search(upper) for p in _NATIONAL_IDS) or _has_personnummer(norm):
+        if any(_found(p, upper, _REACH) for p in _NATIONAL_IDS) or _has_personnummer(norm):
             found.add("national_id")
         if _has_phone(norm, cards or []):
             found.add("phone")
@@ -140,7 +169,7 @@ def _card_spans(text: str, norm: str) -> list[tuple[int, int]] | None:
     """Where card numbers are (13 to 19 digits, Luhn-valid, one bare group or whole groups joined by one
     and the same separator); None when there were too many candidates to check."""
     spans = []
-    for checks, m in enumerate(_CARD_AT.finditer(norm)):
+    for checks, m in enumerate(_finditer(_CARD_AT, norm, _REACH)):
         if checks == MAX_CHECKS:
             return None
         start = m.start()
@@ -176,7 +205,7 @@ def _has_phone(norm: str, cards: list[tuple[int, int]]) -> bool:
     A run that holds a card number is the card's, not a phone's."""
     card_starts = [start for start, _ in cards]
     checks = 0
-    for m in _PHONE_RUN.finditer(norm):
+    for m in _finditer(_PHONE_RUN, norm, _PHONE_REACH):
         first, end = m.start(1), m.end()
         k = bisect_left(card_starts, first)
         if (k < len(cards) and cards[k][0] < end) or (k > 0 and cards[k - 1][1] > first):
@@ -211,7 +240,7 @@ def _has_phone(norm: str, cards: list[tuple[int, int]]) -> bool:
 def _has_iban(upper: str) -> bool:
     """A country code and two check digits, then whole groups up to 34 characters, passing mod 97."""
     checks = 0
-    for m in _IBAN_START.finditer(upper):
+    for m in _finditer(_IBAN_START, upper, _REACH):
         start = m.start()
         if upper[start:start + 2] not in IBAN_COUNTRIES:
             continue
@@ -240,18 +269,18 @@ def _has_iban(upper: str) -> bool:
 
 def _has_personnummer(norm: str) -> bool:
     """A Swedish personnummer shape followed, on the same line, by a keyword that says what it is."""
-    keywords = [k.start() for k in _SE_KEYWORD.finditer(norm)]
+    keywords = [k.start() for k in _finditer(_SE_KEYWORD, norm, _REACH)]
     if not keywords:
         return False
     newlines: list[int] | None = None
-    for checks, m in enumerate(_SE_PERSONNUMMER.finditer(norm)):
+    for checks, m in enumerate(_finditer(_SE_PERSONNUMMER, norm, _REACH)):
         if checks == MAX_CHECKS:
             return True
         k = bisect_left(keywords, m.end())
         if k == len(keywords):
             return False  # no keyword after this one, nor after any later candidate
         if newlines is None:
-            newlines = [n.start() for n in _NEWLINE.finditer(norm)]
+            newlines = [n.start() for n in _finditer(_NEWLINE, norm, 1)]
         n = bisect_left(newlines, m.end())
         if n == len(newlines) or keywords[k] < newlines[n]:
             return True
