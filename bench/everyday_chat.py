@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.classify import load_scorer  # noqa: E402
+from gateway.classify import load_scorer
 
 DATA = Path(__file__).with_suffix(".jsonl")
 
@@ -48,12 +48,11 @@ def report(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, threshold
     subsets = {"all": np.ones(len(scores), bool), "long groups": long_, "short groups": ~long_}
 
     def stats(idx: np.ndarray) -> dict:
-        s, h, lg = scores[idx], hard[idx], long_[idx]
+        s, h = scores[idx], hard[idx]
         out = {name: auc(s[h & m[idx]], s[~h & m[idx]]) for name, m in subsets.items()}
         out["easy to cloud"] = float(np.mean(s[~h] >= threshold))
         out["hard to edge"] = float(np.mean(s[h] < threshold))
         out["cloud share"] = float(np.mean(s >= threshold))
-        del lg
         return out
 
     point = stats(np.arange(len(scores)))
@@ -74,7 +73,7 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=None, help="default: the model's default_threshold")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    rows = [json.loads(line) for line in open(a.data, encoding="utf-8") if line.strip()]
+    rows = [json.loads(line) for line in Path(a.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts = [r["prompt"] for r in rows]
     labels = np.array([r["label"] for r in rows])
     groups = np.array([r["group"] for r in rows])

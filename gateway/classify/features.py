@@ -12,6 +12,10 @@ problem): two gates (maths word problem or LaTeX; competition-style LaTeX) and t
 number count, arithmetic operation words, sentence count and LaTeX command count, so the head can learn
 that within maths these predict difficulty without changing how it ranks other prompts.
 
+Version task-v3-71-wv64 appends the prompt's pooled static word vector (64 dimensions, wordvec.py,
+distilled from all-MiniLM-L6-v2): the shape features say how the prompt is built, the word vector says
+what it asks for ("prove", "design", "critique" vs "translate", "fix the typos", "summarise").
+
 The ONNX head (see train.py) takes this vector, so the features computed here are the only Python step
 at inference. Bump ``FEATURE_VERSION`` on any change: loading checks it against the model metadata.
 """
@@ -24,7 +28,9 @@ from typing import Sequence
 
 import numpy as np
 
-FEATURE_VERSION = "task-v2-71"
+from . import wordvec
+
+FEATURE_VERSION = "task-v3-71-wv64"
 
 # Line-start patterns, one pass: multiple-choice option ("A. ", "(b) ") or list item ("1. ", "- ").
 _LINE_RE = re.compile(rb"(?m)^[ \t]*(?:([\(\[]?[A-Ja-j][\)\]\.:][ \t]+\S)|((?:\d{1,2}[\.\)]|[-*])[ \t]+\S))")
@@ -146,13 +152,17 @@ DENSE_NAMES: tuple[str, ...] = (
     + ("gate_math", "gate_comp", "gm_log_chars", "gm_log_numbers", "gm_log_ops", "gc_log_chars",
        "gc_log_latex_cmds", "gm_log_words", "gm_log_sentences")
 )
+N_SHAPE = len(DENSE_NAMES)
+assert N_SHAPE == 71, N_SHAPE  # FEATURE_VERSION names the width
+# Task block: the pooled static word vector of the prompt (wordvec.py), after the 71 shape features.
+DENSE_NAMES = DENSE_NAMES + tuple(f"wv_{i}" for i in range(wordvec.DIMS))
 N_FEATURES = len(DENSE_NAMES)
-assert N_FEATURES == 71, N_FEATURES  # FEATURE_VERSION names the width
 
 _OFF_BYTES = 12
 _OFF_CUES = _OFF_BYTES + len(_BYTE_NAMES)
 _OFF_PHRASES = _OFF_CUES + len(_CUE_NAMES)
 _OFF_MATH = _OFF_PHRASES + len(_PHRASES)
+_OFF_WV = N_SHAPE
 
 _log1p = math.log1p
 
@@ -227,6 +237,19 @@ def _fill(text: str, out: np.ndarray) -> None:
                 out[o + 1] = 1.0
                 out[o + 5] = out[0]
                 out[o + 6] = _log1p(n_latex)
+    _WV.embed_words(words, out[_OFF_WV:])
+
+
+class _LazyTable:
+    """The word-vector table, loaded on the first prompt rather than at import."""
+
+    def embed_words(self, words: list[bytes], out: np.ndarray) -> None:
+        global _WV
+        _WV = wordvec.table()
+        _WV.embed_words(words, out)
+
+
+_WV: wordvec.WordVectors | _LazyTable = _LazyTable()
 
 
 def extract(text: str) -> np.ndarray:
