@@ -441,7 +441,9 @@ def cv_folds(texts: Sequence[str], fold_seed: int, k: int = 5) -> np.ndarray:
 
 def out_of_fold_raw(X: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """k-fold out-of-fold head outputs: (MLP / sd, standardised prior), each from models that did not see
-    the prompt; the raw score of a prior strength beta is mlp + beta * prior (as in :func:`add_prior`)."""
+    the prompt; the raw score of a prior strength beta is mlp + beta * prior (as in :func:`add_prior`).
+    Like the shipped head, the MLP and the prior see the shape features only (the first N_SHAPE columns)."""
+    X = X[:, : min(X.shape[1], F.N_SHAPE)]
     wp = prior_vector()[: X.shape[1]]
     mlp, pri = np.zeros(len(y)), np.zeros(len(y))
     for k in np.unique(folds):
@@ -453,17 +455,46 @@ def out_of_fold_raw(X: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int =
     return mlp, pri
 
 
+def out_of_fold_chat(X: np.ndarray, folds: np.ndarray, X_chat: np.ndarray, y_chat: np.ndarray,
+                     gamma: float = DEFAULT_CHAT_GAMMA) -> tuple[np.ndarray, np.ndarray]:
+    """(chat head k, gate g) for each outcome prompt, as add_chat builds them: the chat head is fitted on the
+    chat prompts alone (it never sees an outcome prompt); the gate on the chat prompts against the outcome
+    prompts outside the prompt's fold."""
+    wc, bc = fit_linear(X_chat, y_chat, DEFAULT_CHAT_C)
+    logit = X_chat @ wc + bc
+    k = gamma * (X @ wc + bc - logit.mean()) / (float(logit.std()) or 1.0)
+    g = np.zeros(len(X))
+    for f in np.unique(folds):
+        tr, te = folds != f, folds == f
+        wg, bg = fit_linear(np.vstack([X[tr], X_chat]), np.r_[np.zeros(int(tr.sum())), np.ones(len(X_chat))], DEFAULT_GATE_C)
+        g[te] = 1.0 / (1.0 + np.exp(-(X[te] @ wg + bg)))
+    return k, g
+
+
+def _chat_matrix(examples: Sequence[D.Example]) -> tuple[np.ndarray, np.ndarray]:
+    chat_fit, _ = chat_split(load_chat_for_training([e for e in examples if e.split == "train"]))
+    return F.extract_batch([e.text for e in chat_fit]).astype(np.float64), np.array([e.label for e in chat_fit])
+
+
 def crossfit_scores(examples: Sequence[D.Example], fold_seeds: Sequence[int] = (0, 1, 2),
-                    beta: float = DEFAULT_PRIOR_BETA, log: Callable[[str], None] = print) -> np.ndarray:
-    """Score of every example from the shipped recipe trained without it: 5-fold out-of-fold raw scores,
-    averaged over fold seeds. For ``gateway eval --crossfit``: all the data, so 4x the test split's prompts."""
+                    beta: float = DEFAULT_PRIOR_BETA, gamma: float = DEFAULT_CHAT_GAMMA,
+                    log: Callable[[str], None] = print) -> np.ndarray:
+    """Score of every example from the shipped recipe trained without it: 5-fold out-of-fold raw scores
+    (outcome head o, chat head k, gate g: o + g (k - o)), averaged over fold seeds. For ``gateway eval
+    --crossfit``: all the data, so 4x the test split's prompts."""
     X = F.extract_batch([e.text for e in examples]).astype(np.float64)
     y = np.array([e.target for e in examples])
+    Xch, ych = _chat_matrix(examples)
     out = np.zeros(len(examples))
     for fs in fold_seeds:
         t0 = time.perf_counter()
-        mlp, pri = out_of_fold_raw(X, y, cv_folds([e.text for e in examples], fs))
-        out += (mlp + beta * pri) / len(fold_seeds)
+        folds = cv_folds([e.text for e in examples], fs)
+        mlp, pri = out_of_fold_raw(X, y, folds)
+        o = mlp + beta * pri
+        if gamma:
+            k, g = out_of_fold_chat(X, folds, Xch, ych, gamma)
+            o = o + g * (k - o)
+        out += o / len(fold_seeds)
         log(f"[crossfit] fold seed {fs}: 5 folds in {time.perf_counter() - t0:.1f}s")
     return out
 
@@ -483,25 +514,30 @@ def dev_metrics(examples: Sequence[D.Example], scores: np.ndarray) -> dict[str, 
 
 
 def cross_validate(data_dir: str | None = None, fold_seeds: Sequence[int] = (0, 1, 2), betas: Sequence[float] = (0.0, DEFAULT_PRIOR_BETA),
-                   n_features: int | None = None, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+                   gammas: Sequence[float] = (0.0, DEFAULT_CHAT_GAMMA), n_features: int | None = None, seed: int = 0,
+                   log: Callable[[str], None] = print) -> dict:
     """5-fold cross-validation on train+val only (the test split is never read into a fold): `dev_metrics`
-    of the out-of-fold scores. ``n_features`` restricts the head to the first n feature columns (62 = the
-    task-v1 features). Returns {beta: {metric: [value per fold seed]}}."""
-    examples = [e for e in D.load_all(Path(data_dir) if data_dir else D.default_data_dir()) if e.split in ("train", "val")]
+    of the out-of-fold scores, for each prior strength beta and chat-head weight gamma (0: outcome head
+    alone). ``n_features`` restricts the MLP to the first n feature columns (62 = the task-v1 features).
+    Returns {(beta, gamma): {metric: [value per fold seed]}}."""
+    all_ex = D.load_all(Path(data_dir) if data_dir else D.default_data_dir())
+    examples = [e for e in all_ex if e.split in ("train", "val")]
     X = F.extract_batch([e.text for e in examples]).astype(np.float64)
-    if n_features:
-        X = X[:, :n_features]
     y = np.array([e.target for e in examples])
-    out: dict = {b: {} for b in betas}
+    Xch, ych = _chat_matrix(all_ex)
+    out: dict = {(b, gm): {} for b in betas for gm in gammas}
     for fs in fold_seeds:
-        mlp, pri = out_of_fold_raw(X, y, cv_folds([e.text for e in examples], fs), seed=seed)
-        for b in betas:
-            r = dev_metrics(examples, mlp + b * pri)
+        folds = cv_folds([e.text for e in examples], fs)
+        mlp, pri = out_of_fold_raw(X[:, :n_features] if n_features else X, y, folds, seed=seed)
+        k, g = out_of_fold_chat(X, folds, Xch, ych, 1.0)
+        for (b, gm), res in out.items():
+            o = mlp + b * pri
+            r = dev_metrics(examples, o + g * (gm * k - o) if gm else o)
             for name, v in r.items():
-                out[b].setdefault(name, []).append(v)
-            log(f"[cv] fold seed {fs} beta {b}: " + " ".join(f"{n}={v:.3f}" for n, v in r.items()))
-    for b, r in out.items():
-        log(f"[cv] mean beta {b}: " + " ".join(f"{n}={np.mean(v):.3f}±{np.std(v):.3f}" for n, v in r.items()))
+                res.setdefault(name, []).append(v)
+            log(f"[cv] fold seed {fs} beta {b} gamma {gm}: " + " ".join(f"{n}={v:.3f}" for n, v in r.items()))
+    for (b, gm), r in out.items():
+        log(f"[cv] mean beta {b} gamma {gm}: " + " ".join(f"{n}={np.mean(v):.3f}±{np.std(v):.3f}" for n, v in r.items()))
     return out
 
 

@@ -5,7 +5,7 @@ lower-case English words to PCA-reduced sentence-encoder vectors and a pooling w
 the weighted mean of its known words' vectors, L2-normalised (zero if no word is known). No encoder runs
 at serving time: a dict lookup per word and one small numpy reduction.
 
-The table is loaded once, lazily, on first use (~10 ms); :func:`table_sha256` identifies it, and the model
+The table is loaded once, lazily, on first use (a few ms); :func:`table_sha256` identifies it, and the model
 metadata records it so a model is never served with a table it was not trained with.
 """
 
@@ -26,7 +26,7 @@ class WordVectors:
         blob = path.read_bytes()
         self.sha256 = hashlib.sha256(blob).hexdigest()
         with np.load(path, allow_pickle=False) as z:
-            words = [w.encode("ascii") for w in z["words"].tolist()]
+            words = z["words"].tobytes().split(b"\n")
             vecs = z["vectors"].astype(np.float32)
             weights = z["weights"].astype(np.float32)
         if vecs.shape != (len(words), DIMS) or weights.shape != (len(words),):
