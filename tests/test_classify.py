@@ -49,8 +49,8 @@ TEXTS = [
     "hi",
     "What is the capital of France?",
     "Prove that there are infinitely many primes. Explain each step of the argument.",
-    "Write a Python function `median(xs)` that returns the median of a list; handle empty input.\n\n"
-    "def median(xs):\n    pass\n",
+    ("Write a Python function `median(xs)` that returns the median of a list; handle empty input.\n\n"
+     "def median(xs):\n    pass\n"),
     "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:",
     "Let $f(x) = \\frac{x^2+1}{x-1}$. Find all real $x$ such that $f(x) \\geq 3$. Put your answer in \\boxed{}.",
     "Écris un poème sur la mer en exactement quatre vers.",
@@ -473,7 +473,7 @@ def test_eval_on_test_split_and_on_other_model_pairs(trained):
     other = {r["name"]: r["pairs"] for r in _other_pairs(ex, oracle, -oracle)}
     pairs = other["llmrouter (all 14 families)"]
     instruct = [p for p in pairs if p["weak"] != "codegemma-7b"]
-    assert len(instruct) == 7 and all(p["model"] > 0.7 > 0.3 > p["length"] for p in instruct), instruct
+    assert len(instruct) == 7 and all(p["model"] > 0.7 and p["length"] < 0.3 for p in instruct), instruct
     assert all(p["gap"] >= 0.05 for p in pairs)  # codegemma-7b scores at random: kept only with a real gap
 
 
@@ -507,7 +507,7 @@ def test_serving_imports_only_numpy_and_onnxruntime():
     if not DEFAULT_MODEL.exists():
         pytest.skip("no shipped model")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -561,7 +561,10 @@ def test_prompt_features_returns_the_models_inputs_and_scores(trained):
 def test_chat_training_data_shares_no_prompt_with_the_everyday_check():
     check = Path(__file__).resolve().parents[1] / "bench" / "everyday_chat.jsonl"
     prompts = {json.loads(line)["prompt"].strip().lower() for line in check.read_text(encoding="utf-8").splitlines() if line.strip()}
-    chat = chatdata.load_chat()
+    from gateway.classify.data import load_all
+    from gateway.classify.train import load_chat_for_training
+
+    chat = load_chat_for_training([e for e in load_all() if e.split == "train"])  # what `gateway train` fits on
     assert {e.source for e in chat} == set(chatdata.SOURCES)
     assert all(e.label in (0, 1) for e in chat)
     assert not [e.text for e in chat if e.text.strip().lower() in prompts]

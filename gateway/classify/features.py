@@ -3,9 +3,9 @@
 Hand-crafted task features that describe the *shape* of the task rather than its topic: length, digits
 and maths symbols, LaTeX, code markers, question words, reasoning cues ("prove", "step", "explain why"),
 multiple-choice options, constraints ("at least", "must", "exactly"), lists, language (non-ASCII, CJK,
-Cyrillic). Counts are log-compressed (``log1p``) or given as rates per 10 bytes. No word identities are
-hashed or memorised: an earlier variant with 4,096 hashed word uni/bigrams fitted the training topics
-and did not rank better inside a task family, so it was dropped (see docs/classifier.md).
+Cyrillic). Counts are log-compressed (``log1p``) or given as rates per 10 bytes. The shape features
+memorise no word identities: an earlier variant with 4,096 hashed word uni/bigrams fitted the training
+topics and did not rank better inside a task family, so it was dropped (see docs/classifier.md).
 
 Version task-v2-71 adds a maths-gated block of 9 features (zero for prompts that do not look like a maths
 problem): two gates (maths word problem or LaTeX; competition-style LaTeX) and their products with length,
@@ -14,7 +14,8 @@ that within maths these predict difficulty without changing how it ranks other p
 
 Version task-v3-71-wv64 appends the prompt's pooled static word vector (64 dimensions, wordvec.py,
 distilled from all-MiniLM-L6-v2): the shape features say how the prompt is built, the word vector says
-what it asks for ("prove", "design", "critique" vs "translate", "fix the typos", "summarise").
+what it asks for ("prove", "design", "critique" vs "translate", "fix the typos", "summarise"). The
+outcome MLP reads only the 71 shape columns; the chat head and the gate read all of them (train.py).
 
 The ONNX head (see train.py) takes this vector, so the features computed here are the only Python step
 at inference. Bump ``FEATURE_VERSION`` on any change: loading checks it against the model metadata.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

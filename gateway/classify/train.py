@@ -1,28 +1,29 @@
-"""Training pipeline: outcome data -> features -> MLP ensemble -> ONNX file + metadata JSON.
+"""Training pipeline: outcome data + chat data -> features -> gated head -> ONNX file + metadata JSON.
 
 Steps (``gateway train``; deterministic for a given ``--seed``, prints progress):
 
 1. load the outcome sets (data.py) and split each prompt by a seeded hash: train 60 %, val 15 %, test 25 %;
-2. features (features.py) for every prompt;
-3. fit ``members`` one-hidden-layer MLP regressors (scikit-learn, seeds seed..seed+members-1) on the train
-   split to predict the soft gain target (data.TARGET_DESCRIPTION); the ensemble is merged into one
-   wider hidden layer whose output weights are averaged, and the feature standardisation is folded into
-   the first layer;
-4. add a fixed linear *task-complexity prior* (PRIOR_WEIGHTS: length, reasoning / maths / code /
-   constraint cues, code lines, list items, options, maths symbols; all weights positive): raw =
-   MLP / sd(MLP) + beta * standardised prior, both standardised on train. The outcome data has no chat
-   prompts, and on its own the MLP ranks some out-of-domain prompts implausibly (e.g. "Prove that ...
-   explain each step" below "hi"); the prior keeps the ranking sensible there. beta = 0.5 was chosen on
-   5-fold cross-validation of train+val as the largest weight costing at most 0.01 APGR on MMLU and on
-   llmrouter (see docs/classifier.md);
-5. Platt scaling on the val split: score = sigmoid(a * raw + c) estimates P(strong model strictly better
-   than weak model on this prompt); a > 0, so the ranking is unchanged;
-6. export the graph score = sigmoid(relu(x W1 + b1) W2 + x Wp + b2) with onnx.helper, then write metadata:
-   feature version, data files and their sha256, label, split, val metrics, calibration table (score
-   quantiles on val), default threshold (cloud share 0.3 on val) and the model file's sha256.
+   load the chat prompts (chatdata.py: Arena-Hard, self-instruct seeds, the synthetic floor pack and
+   given-text asks wrapped around prose from the train split) and split them 80 / 20 (fit / calibration);
+2. features (features.py: 71 shape features + 64 word-vector dimensions) for every prompt;
+3. **outcome head** o: ``members`` one-hidden-layer MLP regressors (scikit-learn, seeds seed..seed+members-1)
+   on the 71 shape features of the train split, predicting the soft gain target (data.TARGET_DESCRIPTION);
+   merged into one wider hidden layer, standardisation folded in; plus the fixed linear *task-complexity
+   prior* (PRIOR_WEIGHTS, all weights positive): o = MLP / sd + beta * standardised prior (beta = 0.5);
+4. **chat head** k: class-balanced logistic regression on all features of the chat fit part (hard vs easy),
+   its logit standardised over those prompts, times gamma; **gate** g: class-balanced logistic regression
+   separating the chat prompts from the outcome train prompts; raw = o + g * (k - o), so benchmark-style
+   prompts are ranked by the outcome head and chat-style prompts by the chat head (docs/classifier.md has
+   the dev-CV and group-CV selection);
+5. Platt scaling on the outcome val split: score = sigmoid(a * raw + c); a > 0, so the ranking is unchanged;
+6. export the graph with onnx.helper (see :func:`export_onnx`), then write metadata: feature version,
+   word-vector table sha256, data files and their sha256, labels, splits, val metrics, the calibration
+   table (score quantiles of the chat calibration part, reweighted to CALIBRATION_HARD_SHARE hard), the
+   default threshold (cloud share 0.3 on that mix) and the model file's sha256.
 
-``python -m gateway.classify.train [--n-features 62]`` runs the dev cross-validation used for model
-selection (:func:`cross_validate`: 5 folds over train+val, 3 fold seeds; the test split is never read).
+``python -m gateway.classify.train [--n-features 62]`` runs the dev cross-validation of the outcome side
+(:func:`cross_validate`: 5 folds over train+val, 3 fold seeds, per beta and gamma; the test split is never
+read).
 
 Only this module imports scikit-learn and onnx (lazily, inside functions): serving never needs them.
 """
@@ -57,7 +58,7 @@ DEFAULT_GATE_C = 1.0       # L2 inverse strength of the gate (chat-style vs benc
 # Calibration mix: held-out chat prompts reweighted to this share of hard ones (everyday chat is mostly easy).
 CALIBRATION_HARD_SHARE = 0.3
 CHAT_SPLIT_SEED = "gw-chat-calib-v1"
-PASSAGES = 400  # prose passages wrapped in given-text asks
+PASSAGES = 400  # at most this many prose passages wrapped in given-text asks (303 qualify)
 CHAT_CALIB_FRACTION = 0.2
 # Task-complexity prior: feature name -> weight (on the raw feature values; standardised as a whole).
 PRIOR_WEIGHTS: dict[str, float] = {"log_words": 1.0} | {
