@@ -146,6 +146,15 @@ models:
     tier: cloud
     litellm: {{model: anthropic/claude-3-5-haiku-20241022, api_base: "{legit}", api_key: "{akey}"}}
     timeout: 20s
+  # As the example policies write cloud models: the key from the environment, the provider's default base
+  # URL (here pointed at the legit server through the provider's own environment variable).
+  env-openai:
+    tier: cloud
+    client: litellm
+    litellm: {{model: openai/gpt-4o-mini, api_key: env:OPENAI_API_KEY}}
+  env-claude:
+    tier: cloud
+    litellm: {{model: anthropic/claude-3-5-haiku-20241022, api_key: env:ANTHROPIC_API_KEY}}
 classifier: {{kind: length}}
 routes:
   - name: auto
@@ -183,8 +192,10 @@ def servers():
 @pytest.fixture(scope="module")
 def gw(servers, tmp_module):
     legit, _ = servers
+    env = {"OPENAI_API_KEY": OPERATOR_KEY, "OPENAI_BASE_URL": legit.url, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+           "ANTHROPIC_API_BASE": legit.base}
     gateway = Gateway(POLICY.format(legit=legit.base, key=OPERATOR_KEY, akey=ANTHROPIC_KEY,
-                                    limited=_sha(LIMITED_KEY), free=_sha(FREE_KEY)), tmp_module)
+                                    limited=_sha(LIMITED_KEY), free=_sha(FREE_KEY)), tmp_module, env=env)
     try:
         for model in ("via-litellm", "claude"):  # litellm's first import is slow: pay for it here
             httpx.post(gateway.base + "/v1/chat/completions", timeout=60,
@@ -232,32 +243,28 @@ def _steering(attacker) -> dict[str, dict]:
         "base_url": {"base_url": attacker.url},
         "api_base": {"api_base": attacker.url},
         "api_key": {"api_key": "sk-attacker"},
-        "extra_headers": {"extra_headers": {"x-evil": "1", "Authorization": "Bearer sk-attacker"}},
+        "extra_headers": {"extra_headers": {"x-evil": "1", "Authorization": "Bearer sk-attacker",
+                                            "x-api-key": "sk-attacker"}},
         "headers": {"headers": {"x-evil": "1"}},
         "custom_llm_provider": {"custom_llm_provider": "openai", "api_base": attacker.url},
-        "callbacks": {"success_callback": ["langsmith"], "langsmith_base_url": attacker.base,
-                      "langsmith_api_key": "x"},
-        "webhook_callback": {"callbacks": ["generic_api"], "generic_api_endpoint": attacker.base},
         "mock_response": {"mock_response": "attacker's canned answer"},
         "model_list": {"model_list": [{"model_name": "x", "litellm_params": {"model": "openai/x",
                                                                               "api_base": attacker.url}}]},
-        "aws": {"aws_bedrock_runtime_endpoint": attacker.base, "vertex_base_url": attacker.base,
-                "azure_ad_token": "x", "api_version": "2099-01-01"},
-        "proxy": {"client": "x", "timeout": 0.001, "num_retries": 5, "stream_timeout": 0.001},
+        "call_options": {"client": "x", "timeout": 0.001, "num_retries": 5, "stream_timeout": 0.001},
     }
 
 
-STEERING = ["base_url", "api_base", "api_key", "extra_headers", "headers", "custom_llm_provider", "callbacks",
-            "webhook_callback", "mock_response", "model_list", "aws", "proxy"]
+STEERING = ["base_url", "api_base", "api_key", "extra_headers", "headers", "custom_llm_provider", "mock_response",
+            "model_list", "call_options"]
+MODELS = ["via-litellm", "claude", "env-openai", "env-claude", "native"]
 
 
-@pytest.mark.parametrize("model", ["via-litellm", "claude", "native"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("field", STEERING)
 @pytest.mark.parametrize("stream", [False, True])
 def test_body_cannot_steer_the_upstream_call(gw, legit, attacker, model, field, stream):
     body = {"model": model, "stream": stream, **_steering(attacker)[field]}
     r = chat(gw, body)
-    time.sleep(0.2)  # a callback would post in the background
     assert attacker.requests == [], f"the attacker received {attacker.requests}"
     assert r.status_code == 200, r.text
     assert r.headers.get("x-gateway-degraded") is None, (r.headers, r.text)
@@ -265,13 +272,26 @@ def test_body_cannot_steer_the_upstream_call(gw, legit, attacker, model, field, 
     posts = [q for q in legit.requests if q["method"] == "POST"]
     assert len(posts) == 1
     headers = posts[0]["headers"]
-    if model == "claude":
+    if "claude" in model:
         assert posts[0]["path"].endswith("/v1/messages")
         assert headers.get("x-api-key") == ANTHROPIC_KEY
     else:
         assert posts[0]["path"] == "/v1/chat/completions"
         assert headers.get("authorization") == f"Bearer {OPERATOR_KEY}"
     assert "x-evil" not in headers
+
+
+@pytest.mark.parametrize("model", ["via-litellm", "env-claude"])
+def test_body_cannot_add_a_logging_callback(gw, legit, attacker, model):
+    """litellm's success callbacks post the conversation to their own hosts (in batches, in the background)."""
+    body = {"model": model, "success_callback": ["langsmith"], "langsmith_base_url": attacker.base,
+            "langsmith_api_key": "x", "langsmith_batch_size": 1}
+    for _ in range(2):
+        assert chat(gw, body).status_code == 200
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and not attacker.requests:
+        time.sleep(0.1)
+    assert attacker.requests == [], attacker.requests
 
 
 def test_both_paths_send_the_same_openai_parameters(gw, legit):
@@ -375,7 +395,7 @@ def test_header_value_is_bounded_printable_ascii():
 
 # ---- 6. redirects are never followed -------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", ["native", "via-litellm", "claude"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_upstream_redirect_is_not_followed(gw, legit, attacker, model, stream):
     legit.mode, legit.redirect_to = "redirect", attacker.base
@@ -383,7 +403,7 @@ def test_upstream_redirect_is_not_followed(gw, legit, attacker, model, stream):
     assert attacker.requests == [], attacker.requests
     assert legit.requests, "the legit upstream was called"
     assert r.status_code == 503 and r.headers["x-gateway-degraded"] == "true"
-    if model != "claude":  # litellm reports an Anthropic 3xx as a connection error, without its status
+    if "claude" not in model:  # litellm reports an Anthropic 3xx as a connection error, without its status
         assert r.headers["x-gateway-degraded-reason"] == "upstream_redirect_refused"
 
 
