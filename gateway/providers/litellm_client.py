@@ -184,13 +184,12 @@ class LitellmStream:
 def _no_redirect_client(provider: str, params: dict):
     """The client object litellm takes as `client=` for this provider, built not to follow redirects."""
     if provider in ("openai", "custom_openai"):
-        import httpx
         import openai
 
         return openai.AsyncOpenAI(api_key=params.get("api_key") or os.environ.get("OPENAI_API_KEY") or "none",
                                   base_url=params.get("api_base") or params.get("base_url"),
                                   organization=params.get("organization"), max_retries=0,
-                                  http_client=httpx.AsyncClient(follow_redirects=False, timeout=None))
+                                  http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False))
     if provider == "anthropic":
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
