@@ -146,6 +146,10 @@ models:
     tier: cloud
     litellm: {{model: anthropic/claude-3-5-haiku-20241022, api_base: "{legit}", api_key: "{akey}"}}
     timeout: 20s
+  vllm:
+    tier: edge
+    client: litellm
+    litellm: {{model: hosted_vllm/legit-vllm, api_base: "{legit}/v1", api_key: "{key}"}}
   # As the example policies write cloud models: the key from the environment, the provider's default base
   # URL (here pointed at the legit server through the provider's own environment variable).
   env-openai:
@@ -256,7 +260,7 @@ def _steering(attacker) -> dict[str, dict]:
 
 STEERING = ["base_url", "api_base", "api_key", "extra_headers", "headers", "custom_llm_provider", "mock_response",
             "model_list", "call_options"]
-MODELS = ["via-litellm", "claude", "env-openai", "env-claude", "native"]
+MODELS = ["via-litellm", "claude", "env-openai", "env-claude", "vllm", "native"]
 
 
 @pytest.mark.parametrize("model", MODELS)

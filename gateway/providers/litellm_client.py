@@ -121,7 +121,8 @@ class LitellmProvider:
     def _client(self, provider: str):
         """An HTTP client for litellm that never follows a redirect (litellm's own clients do, and a
         redirect would carry the operator's key or the conversation to a host the policy does not name).
-        One per event loop; None for providers whose client kind is not known here."""
+        One per event loop. None for providers whose client kind is not known here (litellm then uses its
+        own client): OpenAI and OpenAI-compatible custom endpoints, Anthropic and vLLM are covered."""
         loop = asyncio.get_running_loop()
         cached = self._clients.get(provider)
         if cached is not None and cached[0] is loop:
@@ -190,7 +191,7 @@ def _no_redirect_client(provider: str, params: dict):
                                   base_url=params.get("api_base") or params.get("base_url"),
                                   organization=params.get("organization"), max_retries=0,
                                   http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False))
-    if provider == "anthropic":
+    if provider in ("anthropic", "hosted_vllm"):  # litellm's own HTTP handler serves these
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
         handler = AsyncHTTPHandler()
