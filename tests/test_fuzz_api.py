@@ -9,7 +9,7 @@ import json
 
 import httpx
 import pytest
-from conftest import Gateway
+from conftest import ADMIN_KEY, Gateway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -147,6 +147,27 @@ def test_huge_strings_never_5xx(client, model, size, char, stream):
 ]))
 def test_broken_bytes_never_5xx(client, raw):
     _send(client, raw)
+
+
+@settings(FUZZ, max_examples=120)
+@given(body=bodies, extra=st.fixed_dictionaries({}, optional={"_headers": json_values, "_api_key": json_values}))
+def test_admin_explain_never_5xx(client, body, extra):
+    r = client.post("/admin/explain", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                    content=json.dumps({**body, **extra}, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    assert r.status_code < 500, (r.status_code, r.text[:300], body, extra)
+
+
+@settings(FUZZ, max_examples=80)
+@given(path=st.sampled_from(["/v1/chat/completions", "/v1/models", "/admin/usage", "/admin/status", "/admin/policy",
+                             "/admin/explain", "/admin/reload", "/healthz", "/readyz", "/v1/chat/completions/",
+                             "/v1/../admin/usage", "/%00", "/v1/chat/completions%0d%0aX:1"]),
+       method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+       query=st.dictionaries(st.sampled_from(["days", "x", "model", ""]), text, max_size=3),
+       admin=st.booleans())
+def test_any_path_method_and_query_never_5xx(client, path, method, query, admin):
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"} if admin else {}
+    r = client.request(method, path, params=query, headers=headers)
+    assert r.status_code < 500, (method, path, query, r.status_code, r.text[:300])
 
 
 def test_fuzzing_reached_the_upstream(client, upstream):

@@ -510,6 +510,13 @@ def test_admin_usage_days_is_validated(gw, days):
     assert error["param"] == "days" and error["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("given", [[1], "x", {"a": 1}, {"x-h": ["v"]}])
+def test_admin_explain_headers_are_validated(gw, given):
+    r = httpx.post(gw.base + "/admin/explain", headers=gw.admin(), timeout=10, json={
+        "model": "auto", "_headers": given, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "_headers", r.text
+
+
 @pytest.mark.parametrize("days", ["1", "30", "366"])
 def test_admin_usage_days_in_range(gw, days):
     r = httpx.get(gw.base + "/admin/usage", params={"days": days}, headers=gw.admin(), timeout=10)

@@ -64,7 +64,11 @@ async def explain_request(router, policy, body: dict, headers: dict | None = Non
 
     `_api_key` in the body stands for the caller's key; `_headers` for request headers (CLI use)."""
     presented = body.pop("_api_key", None)
-    headers = {**{k.lower(): v for k, v in (body.pop("_headers", None) or {}).items()}, **(headers or {})}
+    given = body.pop("_headers", None) or {}
+    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+        raise ApiError(400, "'_headers' must be an object of header names to string values.", param="_headers",
+                       code="invalid_type")
+    headers = {**{k.lower(): v for k, v in given.items()}, **(headers or {})}
     model, messages, stream = validate_chat(body)
     key = find_key(policy, presented) if isinstance(presented, str) else None
     check_model(key, model)
