@@ -301,18 +301,28 @@ def test_body_cannot_add_a_logging_callback(gw, legit, attacker, model):
 def test_both_paths_send_the_same_openai_parameters(gw, legit):
     """The litellm path forwards the client's OpenAI parameters, `user` and `metadata` included, as the
     native path does (which passes the body through)."""
+    tool = {"type": "function", "function": {"name": "lookup", "description": "d",
+                                             "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
     params = {"temperature": 0.3, "top_p": 0.9, "seed": 7, "max_tokens": 50, "stop": ["END"], "user": "user-42",
               "metadata": {"team": "research"}, "presence_penalty": 0.5, "frequency_penalty": 0.25,
-              "logit_bias": {"50256": -100}, "n": 1, "store": False}
-    sent = {}
-    for model in ("native", "via-litellm"):
-        legit.reset()
-        r = chat(gw, {"model": model, **params})
-        assert r.status_code == 200 and r.headers.get("x-gateway-degraded") is None, r.text
-        sent[model] = legit.bodies()[0]
-    for name, value in params.items():
-        assert sent["native"].get(name) == value, name
-        assert sent["via-litellm"].get(name) == value, (name, sent["via-litellm"])
+              "logit_bias": {"50256": -100}, "n": 1, "store": False, "logprobs": True, "top_logprobs": 2,
+              "tools": [tool], "tool_choice": "auto", "parallel_tool_calls": False,
+              "response_format": {"type": "json_object"}, "max_completion_tokens": 60, "service_tier": "auto",
+              "reasoning_effort": "low", "verbosity": "low", "safety_identifier": "sid-1", "prompt_cache_key": "pk",
+              "prediction": {"type": "content", "content": "x"}, "modalities": ["text"],
+              "web_search_options": {"search_context_size": "low"}, "prompt_cache_retention": "24h"}
+    for stream in (False, True):
+        if stream:
+            params = {**params, "stream_options": {"include_usage": True}}
+        sent = {}
+        for model in ("native", "via-litellm"):
+            legit.reset()
+            r = chat(gw, {"model": model, "stream": stream, **params})
+            assert r.status_code == 200 and r.headers.get("x-gateway-degraded") is None, r.text
+            sent[model] = legit.bodies()[0]
+        for name, value in params.items():
+            assert sent["native"].get(name) == value, name
+            assert sent["via-litellm"].get(name) == value, (name, stream, sent["via-litellm"])
 
 
 def test_native_forwards_unknown_fields_as_bytes_only(gw, legit, attacker):
