@@ -130,6 +130,7 @@ class LitellmProvider:
         client = _no_redirect_client(provider, self._params)
         self._clients[provider] = (loop, client)
         return client
+
     async def complete(self, call: UpstreamCall) -> Completion:
         litellm = import_litellm()
         try:
@@ -187,8 +188,10 @@ def _no_redirect_client(provider: str, params: dict):
     if provider in ("openai", "custom_openai"):
         import openai
 
-        return openai.AsyncOpenAI(api_key=params.get("api_key") or os.environ.get("OPENAI_API_KEY") or "none",
-                                  base_url=params.get("api_base") or params.get("base_url"),
+        env = os.environ  # where litellm looks when the policy gives no key or base URL
+        return openai.AsyncOpenAI(api_key=params.get("api_key") or env.get("OPENAI_API_KEY") or "none",
+                                  base_url=params.get("api_base") or params.get("base_url")
+                                  or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE") or None,
                                   organization=params.get("organization"), max_retries=0,
                                   http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False))
     if provider in ("anthropic", "hosted_vllm"):  # litellm's own HTTP handler serves these
