@@ -153,6 +153,7 @@ class KeySpec:
     group: str
     rpm: int | None = None
     tpm: int | None = None
+    models: tuple[str, ...] | None = None   # names (or globs) this key may ask for; None: any
 
 
 @dataclass(frozen=True, slots=True)
