@@ -25,7 +25,7 @@ from gateway.state.base import Store
 
 # Failures that say the target is unhealthy (not ones caused by the request itself).
 _COUNTED = {"rate_limit", "overloaded", "server", "malformed", "timeout", "connect", "stream_cut",
-            "auth_upstream", "not_found_upstream", "unavailable"}
+            "auth_upstream", "not_found_upstream", "unavailable", "oversized"}
 
 
 def breaker_key(target: str) -> str:
