@@ -5,15 +5,16 @@ or the gateway's credentials, `degrade.reply: none`, usage for every stream, and
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
 
-from conftest import Gateway
+from conftest import Gateway, one_model_policy
 
 PATHS = ["native", "litellm"]
 # Scenario name -> whether the route has a backup model. Every scenario has a model per path.
-SCENARIOS = ["bad", "empty", "role", "auth", "ctx", "mixed", "none", "usage", "cap"]
+SCENARIOS = ["bad", "empty", "role", "auth", "ctx", "mixed", "none", "usage", "cap", "dl"]
 
 
 def _policy(url: str) -> str:
@@ -26,7 +27,7 @@ def _policy(url: str) -> str:
                 models.append(f"  {name}: {{tier: cloud, client: {path}, litellm: {{model: openai/{name}, "
                               f"api_base: \"{url}\", api_key: t}}, timeout: 2s, first_token_timeout: 1s}}")
         for s in SCENARIOS:
-            extra = ", degrade: {reply: none}" if s == "none" else ""
+            extra = {"none": ", degrade: {reply: none}", "dl": ", deadline: 1500ms"}.get(s, "")
             routes.append(f"  - {{name: {p}{s}, when: {{model: {p}{s}}}, targets: [{p}{s}a, {p}{s}b]{extra}}}")
     return ("version: 1\nmodels:\n" + "\n".join(models) + "\nclassifier: {kind: length}\nroutes:\n"
             + "\n".join(routes) + "\nretry: {attempts: 2, backoff: {initial: 10ms, max: 50ms}}\n"
@@ -295,3 +296,37 @@ def test_an_answer_over_the_size_cap_is_an_upstream_failure(gw, mock, path, stre
     sent = mock.requests(f"{p}capa")
     if path == "native":  # the native client stops reading at the cap
         assert all(req.get("sent", 0) < 16 * 1024 * 1024 for req in sent), [req.get("sent") for req in sent]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_hanging_upstreams_get_the_canned_reply_within_the_deadline(gw, mock, path, stream):
+    p = path[0]
+    mock.script(f"{p}dla", [], default={"hang": True})
+    mock.script(f"{p}dlb", [], default={"hang": True})
+    started = time.monotonic()
+    r = post(gw, f"{p}dl", stream=stream)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200 and r.headers["x-gateway-degraded"] == "true"
+    assert 1.4 <= elapsed < 1.5 + 0.2, elapsed
+
+
+def test_litellm_is_warm_before_ready_and_the_first_request_reaches_the_upstream(mock, tmp_path):
+    """litellm's import and first call take seconds; they happen before the gateway says ready, so the
+    first request is answered by the upstream well inside a short deadline."""
+    policy = one_model_policy(mock.url).replace("litellm: {model:", "client: litellm\n    litellm: {model:") \
+        + "deadline: 1500ms\n"
+    gateway = Gateway(policy, tmp_path)
+    try:
+        assert httpx.get(gateway.base + "/readyz", timeout=5).status_code == 200
+        started = time.monotonic()
+        r = httpx.post(gateway.base + "/v1/chat/completions", json={
+            "model": "auto", "messages": [{"role": "user", "content": "first"}]}, timeout=30)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 200 and "x-gateway-degraded" not in r.headers, (r.headers, gateway.log())
+        assert r.json()["choices"][0]["message"]["content"] == "mock answer to: first"
+        assert len(mock.requests("edge-a")) == 1 and elapsed < 1.5
+        assert "litellm warmed up" in gateway.log()
+        assert not mock.requests("gateway-warm-up")  # the warm-up never leaves the gateway
+    finally:
+        gateway.stop()

@@ -136,8 +136,12 @@ class Executor:
             return outcome.deadline - time.monotonic()
 
         async def once() -> None:
-            attempt.tries += 1
             left = remaining()
+            if left <= 0.001:
+                # The deadline's cancellation can be absorbed by a client library's own timeout firing at
+                # the same moment; no attempt may start then (a timeout of 0 means none to aiohttp).
+                raise UpstreamError("timeout", "the request deadline passed")
+            attempt.tries += 1
             deadlines = Deadlines(connect=min(model.connect_timeout, left), attempt=min(model.timeout, left),
                                   first_token=min(model.first_token_timeout, left))
             call = UpstreamCall(request.body, model.upstream_model, request.stream, deadlines, request.raw)
