@@ -23,7 +23,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import Gateway, MockUpstream  # noqa: E402
+from conftest import Gateway, MockUpstream, _wait_http  # noqa: E402
 
 DEADLINE = 3.0
 LATE = 0.1
@@ -124,9 +124,10 @@ def main() -> int:
     routes = "\n".join(f"  - {{name: chaos-{p}, when: {{model: chaos-{p}}}, targets: [{p}1, {p}2]}}" for p in args.paths)
     tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
     gw = Gateway(POLICY.format(models=models, routes=routes, deadline=DEADLINE), tmp,
-                 env={"GATEWAY_LOG_REQUESTS": "true"})
+                 env={"GATEWAY_LOG_REQUESTS": "true"}, wait=False)
     ok = True
     try:
+        _wait_http(gw.base + "/readyz", gw.proc, timeout=300)  # litellm is imported and warmed first
         for up in ups:
             up.script("*", [], default=MIX)
         for path in args.paths:

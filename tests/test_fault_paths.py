@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Gateway, one_model_policy
+from conftest import Gateway, _wait_http, one_model_policy
 
 PATHS = ["native", "litellm"]
 # Scenario name -> whether the route has a backup model. Every scenario has a model per path.
@@ -37,10 +37,20 @@ def _policy(url: str) -> str:
 
 @pytest.fixture(scope="module")
 def gw(upstream, tmp_module):
-    gateway = Gateway(_policy(upstream.url), tmp_module, env={
+    gateway = Gateway(_policy(upstream.url), tmp_module, wait=False, env={
         "GATEWAY_MAX_UPSTREAM_BODY_BYTES": str(1024 * 1024), "GATEWAY_MAX_UPSTREAM_EVENT_BYTES": str(256 * 1024)})
+    _ready(gateway)
     yield gateway
     gateway.stop()
+
+
+def _ready(gateway: Gateway) -> None:
+    """Wait for the start, litellm's import and warm-up included (slow on a busy machine)."""
+    try:
+        _wait_http(gateway.base + "/readyz", gateway.proc, timeout=240)
+    except RuntimeError:
+        gateway.stop()
+        raise
 
 
 def post(gw, model: str, stream: bool = False, **extra) -> httpx.Response:
@@ -316,7 +326,8 @@ def test_litellm_is_warm_before_ready_and_the_first_request_reaches_the_upstream
     first request is answered by the upstream well inside a short deadline."""
     policy = one_model_policy(mock.url).replace("litellm: {model:", "client: litellm\n    litellm: {model:") \
         + "deadline: 1500ms\n"
-    gateway = Gateway(policy, tmp_path)
+    gateway = Gateway(policy, tmp_path, wait=False)
+    _ready(gateway)
     try:
         assert httpx.get(gateway.base + "/readyz", timeout=5).status_code == 200
         started = time.monotonic()

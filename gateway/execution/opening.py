@@ -17,7 +17,7 @@ _CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning
 
 
 class Opening:
-    __slots__ = ("framed", "held", "finished")
+    __slots__ = ("finished", "framed", "held")
 
     def __init__(self, framed: bool) -> None:
         self.framed = framed          # pieces are blocks of SSE events (native), else one chunk's JSON each

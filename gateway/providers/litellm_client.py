@@ -73,8 +73,8 @@ async def warm_up() -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        kwargs = dict(model="openai/gateway-warm-up", api_base=f"http://127.0.0.1:{port}/v1", api_key="warm-up",
-                      messages=[{"role": "user", "content": "warm up"}], timeout=30, num_retries=0)
+        kwargs = {"model": "openai/gateway-warm-up", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "warm-up",
+                  "messages": [{"role": "user", "content": "warm up"}], "timeout": 30, "num_retries": 0}
         await litellm.acompletion(**kwargs)
         wrapper = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
         async for _ in wrapper:
@@ -210,7 +210,7 @@ def _has_text(delta) -> bool:
                                             or delta.get("function_call") or delta.get("refusal"))
 
 
-def _over_cap(exc: BaseException) -> str | None:
+def _over_cap(exc: BaseException | None) -> str | None:
     """The size-cap message, if the capped transport stopped this answer (litellm and the openai SDK wrap
     the error, sometimes with a text of their own)."""
     seen = 0
