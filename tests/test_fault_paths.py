@@ -341,3 +341,23 @@ def test_litellm_is_warm_before_ready_and_the_first_request_reaches_the_upstream
         assert not mock.requests("gateway-warm-up")  # the warm-up never leaves the gateway
     finally:
         gateway.stop()
+
+
+def test_loop_lag_reserve_follows_a_blocked_loop():
+    """Unit: a loop blocked for 300 ms shows as lag, and the reserve is capped at a quarter of the deadline."""
+    import asyncio
+
+    from gateway.execution.looplag import LoopLag
+
+    async def scenario():
+        lag = LoopLag(interval=0.02, window=5.0)
+        lag.start()
+        await asyncio.sleep(0.1)
+        quiet = lag.worst()
+        time.sleep(0.3)  # a request hogging the loop
+        await asyncio.sleep(0.05)
+        return quiet, lag.worst(), lag.reserve(10.0), lag.reserve(0.4)
+
+    quiet, busy, reserve, capped = asyncio.run(scenario())
+    assert quiet < 0.1 and busy >= 0.25
+    assert reserve == busy and capped == 0.1

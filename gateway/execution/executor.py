@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from tenacity import AsyncRetrying, retry_if_exception
 
 from gateway.execution.breaker import Breakers
+from gateway.execution.looplag import LoopLag
 from gateway.execution.opening import Opening
 from gateway.execution.retry import BackoffWait, should_retry
 from gateway.observability import metrics
@@ -75,12 +76,15 @@ class Executor:
     def __init__(self, providers: Providers, breakers: Breakers) -> None:
         self.providers = providers
         self.breakers = breakers
+        self.lag = LoopLag()
 
     async def run(self, request: ChatRequest, plan: Plan, breaker: BreakerSpec, arrived: float | None = None) -> Outcome:
         """`arrived`: when the request came in (time.monotonic()); the deadline counts from there, so that
         it bounds the whole answer, the work before execution included."""
         now = time.monotonic() if arrived is None else arrived
-        outcome = Outcome(started=now, deadline=now + plan.deadline)
+        self.lag.start()
+        # Give up early by what the loop currently lags, so the answer still leaves within the deadline.
+        outcome = Outcome(started=now, deadline=now + plan.deadline - self.lag.reserve(plan.deadline))
         last_error: UpstreamError | None = None
         try:
             async with asyncio.timeout_at(_loop_deadline(outcome.deadline)):

@@ -6,6 +6,7 @@ litellm must run offline here: the environment variables below are set before it
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import orjson
@@ -36,6 +37,12 @@ def import_litellm():
         litellm.suppress_debug_info = True
         litellm.drop_params = True
         litellm.telemetry = False
+        # Per-request work the gateway does not use, on the event loop: logging every call (at INFO, twice)
+        # and assembling each stream again for logging callbacks.
+        litellm.disable_streaming_logging = True
+        litellm.turn_off_message_logging = True
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         litellm.aclient_session = capped_client()  # size caps and no redirects on OpenAI-compatible calls
         _litellm = litellm
     return _litellm
