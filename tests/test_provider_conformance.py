@@ -192,3 +192,13 @@ def test_answer_over_the_cap_is_oversized(kind, mock, stream):
     error = run(capped(kind))
     assert error.kind == "oversized", error
     assert mock.requests()[0].get("sent", 0) < 6 * 1024 * 1024  # reading stopped near the cap
+
+
+def test_native_stream_retries_without_stream_options_when_the_upstream_refuses_them(mock):
+    """The gateway adds `stream_options`; an upstream that rejects the field gets the client's body."""
+    mock.script("conf", [{"status": 400, "message": "Unrecognized request argument supplied: stream_options"}])
+    chunks, stream = run(_with_provider("native", mock.url, _drain))
+    sent = [r["body"] for r in mock.requests()]
+    assert len(sent) == 2 and "stream_options" in sent[0] and "stream_options" not in sent[1]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "mock answer to: hello conformance"
+    assert stream.usage is None and stream.text_chars > 0

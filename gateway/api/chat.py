@@ -256,7 +256,7 @@ class ChatCompletions:
             await _send_error(send, ApiError(502, "Every target refused the gateway's credentials (401/403 "
                                                   "upstream); the gateway's operator must fix its provider keys.",
                                              code="upstream_auth_failed", type="api_error"),
-                              [h for h in extra if h[0] != b"retry-after"])
+                              decision_headers(request.request_id, policy.version, decision, outcome))
             return
         if plan.edge_only and error.kind == "overloaded":
             # Edge-only requests are never spilled: a saturated edge answers 429 with when to come back.

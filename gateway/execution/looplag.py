@@ -3,8 +3,9 @@
 A timer set for a request's deadline fires only when the loop gets to it: with the loop busy (the litellm
 path costs several times the native path's CPU per request, and a shared machine may give the process
 little of a core), that can be hundreds of milliseconds late, and the canned reply with it. The executor
-therefore gives up earlier by the worst lag seen over the last few seconds (capped at a quarter of the
-deadline), which is what a timer set now is likely to overrun by.
+therefore gives up earlier by twice the worst lag seen over the last few seconds (the timer's own lateness,
+then as much again for cancelling the upstream call and sending the canned reply on the same busy loop),
+capped at a quarter of the deadline.
 """
 
 from __future__ import annotations
@@ -42,4 +43,4 @@ class LoopLag:
 
     def reserve(self, deadline: float) -> float:
         """How long before a deadline of `deadline` seconds to give up."""
-        return min(self.worst(), 0.25 * deadline)
+        return min(2.0 * self.worst(), 0.25 * deadline)

@@ -49,8 +49,8 @@ def import_litellm():
 
 
 async def warm_up() -> None:
-    """Import litellm and make one plain and one streamed call through `acompletion` against a loopback
-    server started for this alone, so that the first client request pays for neither the import nor the
+    """Import litellm and make a plain, a streamed and a failing call through `acompletion` against a
+    loopback server started for this alone, so that the first client request pays for neither the import nor the
     lazy set-up inside litellm (seconds of blocking work). Runs before the gateway says it is ready."""
     from aiohttp import web
 
@@ -58,6 +58,8 @@ async def warm_up() -> None:
 
     async def answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if body.get("model") == "gateway-warm-up-error":
+            return web.json_response({"error": {"message": "warm-up", "type": "server_error"}}, status=500)
         base = {"id": "chatcmpl-warm-up", "created": 0, "model": body.get("model", "warm-up")}
         usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
         if not body.get("stream"):
@@ -86,6 +88,10 @@ async def warm_up() -> None:
         wrapper = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
         async for _ in wrapper:
             pass
+        try:  # the error path too: litellm maps errors with code it imports on first use
+            await litellm.acompletion(**{**kwargs, "model": "openai/gateway-warm-up-error"})
+        except Exception as exc:  # noqa: BLE001 - the error is the point
+            _translate(exc)
     finally:
         await runner.cleanup()
 

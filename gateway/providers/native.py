@@ -44,9 +44,9 @@ class NativeOpenAIProvider:
     async def aclose(self) -> None:
         return None
 
-    def _payload(self, call: UpstreamCall) -> bytes:
+    def _payload(self, call: UpstreamCall, ask_usage: bool = True) -> bytes:
         body = call.body
-        if call.stream and not asks_usage(body):
+        if call.stream and ask_usage and not asks_usage(body):
             return orjson.dumps(with_usage({**body, "model": call.model}))
         if call.raw is not None and body.get("model") == call.model:
             return call.raw
@@ -58,10 +58,10 @@ class NativeOpenAIProvider:
             return aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect, sock_read=d.attempt)
         return aiohttp.ClientTimeout(total=d.attempt, connect=d.connect, sock_connect=d.connect)
 
-    async def _post(self, call: UpstreamCall) -> aiohttp.ClientResponse:
+    async def _post(self, call: UpstreamCall, ask_usage: bool = True) -> aiohttp.ClientResponse:
         session = self._session_factory()
         try:
-            response = await session.post(self._url, data=self._payload(call), headers=self._headers,
+            response = await session.post(self._url, data=self._payload(call, ask_usage), headers=self._headers,
                                           timeout=self._timeout(call.deadlines, call.stream))
         except BaseException as exc:
             raise _translate(exc) from None
@@ -97,8 +97,15 @@ class NativeOpenAIProvider:
         return Completion(raw, Usage.from_dict(data.get("usage")))
 
     async def stream(self, call: UpstreamCall) -> "NativeStream":
-        return NativeStream(await self._post(call), strip_usage=not asks_usage(call.body),
-                            max_event=self._max_event)
+        asked = asks_usage(call.body)
+        try:
+            response = await self._post(call)
+        except UpstreamError as exc:
+            # An upstream that does not know `stream_options` (which the gateway added): once more without.
+            if asked or exc.status != 400 or "stream_options" not in exc.message:
+                raise
+            response = await self._post(call, ask_usage=False)
+        return NativeStream(response, strip_usage=not asked, max_event=self._max_event)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int, truncate: bool = False) -> bytes:
