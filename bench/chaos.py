@@ -49,7 +49,8 @@ MIX = {"mix": [
     [4, {"status": 500}], [2, {"status": 503}], [3, {"status": 429, "headers": {"Retry-After": "0.1"}}],
     [2, {"reset": True}], [2, {"malformed": True}], [2, {"hang": True}], [2, {"delay": 1.2}],
     [2, {"first_token_delay": 0.8}], [2, {"cut_after": 2, "chunks": 6}], [2, {"error_after": 3, "chunks": 6}],
-    [2, {"first_event": "this is not json"}], [1, {"first_event": '{"id": "x", "object": "chat.completion.chunk", "ch'}],
+    [2, {"first_event": "this is not json"}],
+    [1, {"first_event": '{"id": "x", "object": "chat.completion.chunk", "ch'}],
     [1, {"raw": "<html><body>502 Bad Gateway</body></html>", "content_type": "text/html"}],
     [1, {"raw": ""}], [1, {"raw": "data: [DONE]\n\n"}], [1, {"role_chunk": True, "cut_after": 0}],
 ]}
@@ -122,7 +123,8 @@ def main() -> int:
     args = parser.parse_args()
     ups = [MockUpstream(), MockUpstream()]
     models = "\n".join(MODEL.format(p=p, i=i, url=ups[i - 1].url) for p in args.paths for i in (1, 2))
-    routes = "\n".join(f"  - {{name: chaos-{p}, when: {{model: chaos-{p}}}, targets: [{p}1, {p}2]}}" for p in args.paths)
+    routes = "\n".join(f"  - {{name: chaos-{p}, when: {{model: chaos-{p}}}, targets: [{p}1, {p}2]}}"
+                       for p in args.paths)
     tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
     gw = Gateway(POLICY.format(models=models, routes=routes, deadline=DEADLINE), tmp,
                  env={"GATEWAY_LOG_REQUESTS": "true"}, wait=False)

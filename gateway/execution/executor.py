@@ -14,6 +14,7 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, retry_if_exception
@@ -55,7 +56,7 @@ class Outcome:
     auth_refused: bool = False                   # every target refused the gateway's credentials
     started: float = 0.0
     deadline: float = 0.0
-    _release: object = None
+    _release: Callable[[], None] | None = None
 
     @property
     def tries(self) -> int:
@@ -78,7 +79,8 @@ class Executor:
         self.breakers = breakers
         self.lag = LoopLag()
 
-    async def run(self, request: ChatRequest, plan: Plan, breaker: BreakerSpec, arrived: float | None = None) -> Outcome:
+    async def run(self, request: ChatRequest, plan: Plan, breaker: BreakerSpec,
+                  arrived: float | None = None) -> Outcome:
         """`arrived`: when the request came in (time.monotonic()); the deadline counts from there, so that
         it bounds the whole answer, the work before execution included."""
         now = time.monotonic() if arrived is None else arrived

@@ -189,7 +189,8 @@ class LitellmStream:
                 if _has_text(delta):
                     self._content = True
                     self.text_chars += len(delta.get("content") or "") + sum(
-                        len(str((t.get("function") or {}).get("arguments") or "")) for t in delta.get("tool_calls") or ())
+                        len(str((t.get("function") or {}).get("arguments") or ""))
+                        for t in delta.get("tool_calls") or ())
                 if choice.get("finish_reason") and self._made_up():
                     raise UpstreamError("stream_cut" if self._content else "malformed",
                                         "the upstream stream ended without a finish_reason" if self._content
