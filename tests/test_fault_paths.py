@@ -14,7 +14,7 @@ from conftest import Gateway, _wait_http, one_model_policy
 
 PATHS = ["native", "litellm"]
 # Scenario name -> whether the route has a backup model. Every scenario has a model per path.
-SCENARIOS = ["bad", "empty", "role", "auth", "ctx", "mixed", "none", "usage", "cap", "dl"]
+SCENARIOS = ["bad", "empty", "role", "auth", "ctx", "mixed", "none", "usage", "cap", "dl", "tpm"]
 
 
 def _policy(url: str) -> str:
@@ -32,7 +32,8 @@ def _policy(url: str) -> str:
     return ("version: 1\nmodels:\n" + "\n".join(models) + "\nclassifier: {kind: length}\nroutes:\n"
             + "\n".join(routes) + "\nretry: {attempts: 2, backoff: {initial: 10ms, max: 50ms}}\n"
             "breaker: {enabled: false}\ndeadline: 10s\n"
-            "degrade: {reply: \"We are busy.\", retry_after: 5s}\n")
+            "degrade: {reply: \"We are busy.\", retry_after: 5s}\n"
+            "limits: {models: {ntpma: {tpm: 60}, ltpma: {tpm: 60}}}\n")
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +362,16 @@ def test_loop_lag_reserve_follows_a_blocked_loop():
     quiet, busy, reserve, capped = asyncio.run(scenario())
     assert quiet < 0.1 and busy >= 0.25
     assert reserve == 2 * busy and capped == 0.1
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_streamed_tokens_count_against_the_token_limit(gw, mock, path):
+    """A stream's usage (asked for by the gateway) corrects the token window: 80 streamed tokens use up
+    a 60-a-minute limit that the estimate before the call (6 tokens) left open."""
+    p = path[0]
+    mock.script(f"{p}tpma", [{"chunks": 80, "content": " ".join(["word"] * 80)}])
+    r = post(gw, f"{p}tpm", stream=True)
+    assert r.status_code == 200 and events(r)[-1] == "[DONE]"
+    again = post(gw, f"{p}tpm", stream=True)
+    assert again.status_code == 429, again.text
+    assert again.json()["error"]["code"]
