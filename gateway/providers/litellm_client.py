@@ -80,7 +80,7 @@ async def warm_up() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         kwargs = {"model": "openai/gateway-warm-up", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "warm-up",
                   "messages": [{"role": "user", "content": "warm up"}], "timeout": 30, "num_retries": 0}
