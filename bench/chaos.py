@@ -126,10 +126,11 @@ def main() -> int:
     routes = "\n".join(f"  - {{name: chaos-{p}, when: {{model: chaos-{p}}}, targets: [{p}1, {p}2]}}"
                        for p in args.paths)
     tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
-    gw = Gateway(POLICY.format(models=models, routes=routes, deadline=DEADLINE), tmp,
-                 env={"GATEWAY_LOG_REQUESTS": "true"}, wait=False)
     ok = True
+    gw = None
     try:
+        gw = Gateway(POLICY.format(models=models, routes=routes, deadline=DEADLINE), tmp,
+                     env={"GATEWAY_LOG_REQUESTS": "true"}, wait=False)
         _wait_http(gw.base + "/readyz", gw.proc, timeout=300)  # litellm is imported and warmed first
         for up in ups:
             up.script("*", [], default=MIX)
@@ -150,7 +151,8 @@ def main() -> int:
                   f"(deadline {DEADLINE * 1e3:.0f} ms)")
             ok = ok and not any(bad.values()) and not any(k.startswith("client_error") for k in counts)
     finally:
-        gw.stop()
+        if gw is not None:
+            gw.stop()
         for up in ups:
             up.stop()
     # The gateway's own view (request log): the client on the same cores adds its own queueing.
