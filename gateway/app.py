@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gateway.admission.limits import RateLimiter
 from gateway.api.admin import admin_endpoints
 from gateway.api.chat import ChatCompletions
+from gateway.api.feedback import feedback_endpoint, request_record
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
@@ -24,6 +25,7 @@ from gateway.execution.executor import Executor
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.observability.logs import RequestLog, audit, set_policy_version
+from gateway.observability.outcomes import OutcomeLog
 from gateway.observability.usage import Accountant
 from gateway.policy.reload import PolicyHolder
 from gateway.providers.registry import Providers
@@ -87,6 +89,8 @@ class Runtime:
         self.accountant = Accountant(self.store)
         self.handoff = HandOff(self.providers.session)
         self.request_log = RequestLog(enabled=settings.log_requests)
+        # Request records for feedback: in Redis when shared, else in their own memory (not the response cache's).
+        self.outcomes = OutcomeLog(self.store if settings.redis_url else make_store(None), settings.outcomes_path)
         self._background: set[asyncio.Task] = set()
         # The last requests, for the dashboard: (time, latency ms, tier, status, degraded, model).
         self.recent: list[tuple] = []
@@ -163,6 +167,13 @@ class Runtime:
                 record["prompt"] = state["prompt"]
                 record["answer"] = state.get("answer")
             self.request_log.write(record)
+        if policy.feedback.enabled:
+            fb = request_record(request_id, policy, state, self.scoring_status().get(policy.classifier.kind))
+            if fb is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self.outcomes.remember(request_id, fb, policy.feedback.window_s))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
                             model.name if model else ("canned" if degraded else None)))
         if len(self.recent) > 2000:
@@ -223,6 +234,7 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
         Route("/v1/chat/completions", chat, methods=None),
         Route("/chat/completions", chat, methods=None),
         Route("/v1/models", models_endpoint(runtime), methods=["GET"]),
+        Route("/v1/feedback", feedback_endpoint(runtime), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

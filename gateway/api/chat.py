@@ -101,6 +101,8 @@ class ChatCompletions:
             state["decision"], state["reference"], state["key"] = decision, plan.reference, request.key_name
             if policy.log_prompts:
                 state["prompt"] = messages
+            if policy.feedback.store_prompts:
+                state["feedback_prompt"] = signals.classifier_text(policy.classifier.input, policy.classifier.max_chars)
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
             estimate = signals.estimated_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)

@@ -22,6 +22,7 @@ from gateway.policy.schema import (
     ClassifierSpec,
     DegradeSpec,
     Deployment,
+    FeedbackSpec,
     KeySpec,
     LimitSpec,
     Match,
@@ -626,7 +627,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if not isinstance(data, dict):
         raise PolicyInvalid([PolicyError(source, 1, "the policy must be a mapping at the top level")])
     c.unknown_keys(data, {"version", "models", "routes", "classifier", "retry", "breaker", "degrade",
-                          "deadline", "auth", "limits", "logging"}, "the policy")
+                          "deadline", "auth", "limits", "logging", "feedback"}, "the policy")
     version = data.get("version", 1)
     if version != 1:
         c.err(c.line_of(data, "version"), f"unsupported policy version {version!r} (this gateway reads 1)")
@@ -735,6 +736,14 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if logging_spec:
         c.unknown_keys(logging_spec, {"prompts"}, "logging")
     log_prompts = bool(c.get(logging_spec, "prompts", bool, "logging", False))
+    fb = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
+    if fb:
+        c.unknown_keys(fb, {"enabled", "store_prompts", "window_s", "retention_days", "max_records"}, "feedback")
+    feedback = FeedbackSpec(bool(c.get(fb, "enabled", bool, "feedback", "feedback" in data)),
+                            bool(c.get(fb, "store_prompts", bool, "feedback", False)),
+                            float(c.number(fb, "window_s", "feedback", 86400.0, 1, None)),
+                            float(c.number(fb, "retention_days", "feedback", 30.0, 0.001, None)),
+                            int(c.number(fb, "max_records", "feedback", 100_000, 1, None, True)))
 
     if c.errors:
         raise PolicyInvalid(c.errors)
@@ -766,6 +775,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         virtual_models=tuple(virtual),
         uses_score_in_match=any(r.when.uses_score for r in routes),
         uses_pii=any(r.when.uses_pii for r in routes),
+        feedback=feedback,
     )
 
 

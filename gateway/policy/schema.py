@@ -146,6 +146,16 @@ class ClassifierSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackSpec:
+    """Outcome collection (POST /v1/feedback): on when the policy has a `feedback:` section."""
+    enabled: bool = False
+    store_prompts: bool = False       # keep the scored prompt text with each outcome (needed to learn from it)
+    window_s: float = 86400.0         # feedback is accepted this long after the answer
+    retention_days: float = 30.0      # outcomes older than this are dropped
+    max_records: int = 100_000        # and at most this many are kept (the newest)
+
+
+@dataclass(frozen=True, slots=True)
 class KeySpec:
     name: str
     digest: bytes                     # sha256 of the key
@@ -180,6 +190,7 @@ class Policy:
     virtual_models: tuple[str, ...]   # names clients may ask for besides the aliases and "auto"
     uses_score_in_match: bool
     uses_pii: bool
+    feedback: FeedbackSpec = FeedbackSpec()
 
     def model_names(self) -> list[str]:
         return ["auto", *self.models, *self.virtual_models]
