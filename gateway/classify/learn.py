@@ -32,8 +32,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class Head:
                 "coef": self.coef.tolist()}
 
     @classmethod
-    def from_json(cls, obj: dict, width: int) -> "Head":
+    def from_json(cls, obj: dict, width: int) -> Head:
         kind = obj.get("kind")
         if kind not in ("stacked", "prior"):
             raise ValueError(f"unknown head kind {kind!r}")
@@ -251,35 +252,36 @@ def paired_gain(ranks_a: np.ndarray, ranks_b: np.ndarray, gain: np.ndarray) -> t
 
 # --- reading the input files ---
 
+def _check_line(path: str, lineno: int, line: str, need: Sequence[str]) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise LearnError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from e
+    if not isinstance(obj, dict):
+        raise LearnError(f"{path}: line {lineno}: expected a JSON object")
+    for k in need:
+        if k not in obj:
+            raise LearnError(f'{path}: line {lineno}: missing "{k}"')
+    if not isinstance(obj["prompt"], str):
+        raise LearnError(f'{path}: line {lineno}: "prompt" must be a string')
+    for k in need[1:]:
+        v = obj[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise LearnError(f'{path}: line {lineno}: "{k}" must be a number in [0, 1], got {v!r}')
+    return obj
+
+
 def _read_jsonl(path: str, need: Sequence[str]) -> list[dict]:
     rows = []
     try:
-        fh = open(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    rows.append(_check_line(path, lineno, line, need))
+    except UnicodeDecodeError as e:
+        raise LearnError(f"{path}: not UTF-8 text ({e.reason})") from e
     except OSError as e:
         raise LearnError(f"cannot read {path}: {e.strerror or e}") from e
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LearnError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from e
-                if not isinstance(obj, dict):
-                    raise LearnError(f"{path}: line {lineno}: expected a JSON object")
-                for k in need:
-                    if k not in obj:
-                        raise LearnError(f'{path}: line {lineno}: missing "{k}"')
-                if not isinstance(obj["prompt"], str):
-                    raise LearnError(f'{path}: line {lineno}: "prompt" must be a string')
-                for k in need[1:]:
-                    v = obj[k]
-                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
-                        raise LearnError(f'{path}: line {lineno}: "{k}" must be a number in [0, 1], got {v!r}')
-                rows.append(obj)
-        except UnicodeDecodeError as e:
-            raise LearnError(f"{path}: not UTF-8 text ({e.reason})") from e
     return rows
 
 
@@ -356,14 +358,14 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
     else:
         cal_scores = head.scores(lp, z)
         cal_source = {"source": "feedback", "file": os.path.basename(feedback), "n": len(prompts)}
-    table = quantile_table(cal_scores)
+    table = quantile_table(cal_scores.tolist())
     threshold = threshold_from_table(table, share)
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     bm.copy_to(out / BASE_DIR)
     train_scores = head.scores(lp, z)
-    report = {
+    report: dict[str, Any] = {
         "labels": len(prompts), "informative": informative, "mean_edge_quality": float(edge.mean()),
         "mean_cloud_quality": float(cloud.mean()), "mean_gain": gap,
         "cross_validation": {"folds": CV_FOLDS, "repeats": CV_REPEATS, "metric": "pooled out-of-fold APGR",
@@ -372,7 +374,7 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
         "train_apgr": {"learned": _apgr_or_none(train_scores, edge, cloud),
                        "prior": _apgr_or_none(prior, edge, cloud)},
         "calibration": {**cal_source, "target_share": share, "threshold": threshold,
-                        "share_reached": share_at(cal_scores, threshold)},
+                        "share_reached": share_at(cal_scores.tolist(), threshold)},
         "base": {"version": bm.version, "feature_version": bm.feature_version},
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -388,7 +390,7 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
     (out / LEARNED_FILE).write_text(json.dumps(learned, indent=1), encoding="utf-8")
     (out / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
     log(f"[learn] wrote {out}: {chosen} head, threshold {threshold:.6f} for cloud share {share:g} "
-        f"({report['calibration']['share_reached']:.1%} on {cal_source['source']}); {report['seconds']:.1f} s")
+        f"({share_at(cal_scores.tolist(), threshold):.1%} on {cal_source['source']}); {report['seconds']:.1f} s")
     return report
 
 

@@ -20,7 +20,8 @@ import fcntl
 import os
 import time
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
