@@ -83,7 +83,8 @@ class Runtime:
         self.providers = Providers()
         self.breakers = Breakers(self.store)
         self.router = Router(self._scoring.__getitem__,
-                             edge_load=lambda name: self.providers.edge_load(self.policies.current, name))
+                             edge_load=lambda name: self.providers.edge_load(self.policies.current, name),
+                             on_share=lambda route, share: metrics.ROUTE_CLOUD_SHARE.labels(route).set(share))
         self.executor = Executor(self.providers, self.breakers)
         self.limiter = RateLimiter(self.store)
         self.accountant = Accountant(self.store)

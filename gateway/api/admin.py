@@ -55,7 +55,7 @@ async def explain_request(router, policy, body: dict, headers: dict | None = Non
     request = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
                           key.group if key else None, "explain")
     try:
-        decision, plan, signals = await router.decide(policy, request)
+        decision, plan, signals = await router.decide(policy, request, record=False)
     except UnknownModel:
         raise ApiError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found") from None
     except NoRoute:

@@ -681,7 +681,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     cls_spec = c.mapping(data.get("classifier"), c.line_of(data, "classifier"), "classifier")
     classifier = ClassifierSpec()
     if cls_spec is not None:
-        c.unknown_keys(cls_spec, {"kind", "threshold", "cloud_share", "input", "max_chars"}, "classifier")
+        c.unknown_keys(cls_spec, {"kind", "threshold", "cloud_share", "input", "max_chars", "hold_window"},
+                       "classifier")
         kind = c.get(cls_spec, "kind", str, "classifier", "onnx")
         if kind not in ("onnx", "length"):
             c.err(c.line_of(cls_spec, "kind"), "classifier.kind must be onnx or length")
@@ -694,8 +695,11 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         share = c.number(cls_spec, "cloud_share", "classifier", None, 0.0, 1.0)
         if threshold is not None and share is not None:
             c.err(cls_spec.line, "classifier: give threshold or cloud_share, not both")
+        hold = c.number(cls_spec, "hold_window", "classifier", 0, 0, None, True)
+        if hold and share is None:
+            c.err(c.line_of(cls_spec, "hold_window"), "classifier.hold_window holds cloud_share: set cloud_share too")
         classifier = ClassifierSpec(kind, threshold, share, inp,
-                                    c.number(cls_spec, "max_chars", "classifier", 4000, 100, None, True))
+                                    c.number(cls_spec, "max_chars", "classifier", 4000, 100, None, True), hold)
 
     defaults = {"retry": retry, "degrade": degrade, "deadline": deadline}
     routes = []

@@ -143,6 +143,7 @@ class ClassifierSpec:
     cloud_share: float | None = None  # or a target share of cloud traffic (calibrated)
     input: str = "last_user"          # "last_user" | "user" | "all"
     max_chars: int = 4000             # only the head and tail of longer texts are scored
+    hold_window: int = 0              # > 0: hold cloud_share per route over the last N scored requests
 
 
 @dataclass(frozen=True, slots=True)

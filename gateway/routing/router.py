@@ -8,6 +8,7 @@ from typing import Callable, Protocol
 from gateway.policy.compile import model_matches
 from gateway.policy.schema import Policy, Route
 from gateway.providers.base import EdgeLoad
+from gateway.routing.dial import ShareDial
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import PiiDetector, RegexPiiDetector
 from gateway.routing.plan import Decision, Plan
@@ -40,12 +41,15 @@ class Router:
     """Stateless per request, except the spill-over hysteresis per route (local to this process)."""
 
     def __init__(self, scoring: Callable[[str], Scoring], edge_load: LoadFn | None = None,
-                 pii_detector: PiiDetector | None = None, clock=time.monotonic) -> None:
+                 pii_detector: PiiDetector | None = None, clock=time.monotonic,
+                 on_share: Callable[[str, float], None] | None = None) -> None:
         self._scoring = scoring  # classifier kind -> Scoring
         self._edge_load = edge_load or (lambda name: None)
         self.pii_detector = pii_detector or RegexPiiDetector()
         self._spilled_until: dict[str, float] = {}
         self._clock = clock
+        self.dial = ShareDial()  # holds `classifier.cloud_share` per route when `hold_window` is set
+        self._on_share = on_share or (lambda route, share: None)
 
     def known_model(self, policy: Policy, model: str) -> bool:
         if model == "auto" or model in policy.models or model in policy.virtual_models:
@@ -63,7 +67,9 @@ class Router:
             return scoring.threshold_for_share(spec.cloud_share)
         return scoring.default_threshold
 
-    async def decide(self, policy: Policy, request: ChatRequest) -> tuple[Decision, Plan, Signals]:
+    async def decide(self, policy: Policy, request: ChatRequest,
+                     record: bool = True) -> tuple[Decision, Plan, Signals]:
+        """`record=False` (explain): the decision does not count in the share dial's windows."""
         if not self.known_model(policy, request.model):
             raise UnknownModel(request.model)
         signals = Signals(request, self.pii_detector)
@@ -87,9 +93,17 @@ class Router:
         if route.split:
             score = await self._ensure_score(policy, signals)
             threshold = self.threshold(policy, route)
+            spec = policy.classifier
+            held = spec.hold_window > 0 and spec.cloud_share is not None and route.threshold is None
+            if held:
+                threshold = self.dial.threshold(route.name, spec.cloud_share or 0.0, spec.hold_window, threshold)
             complexity = "complex" if score >= threshold else "simple"
             chain = route.complex if complexity == "complex" else route.simple
-            reasons.append(f"score {score:.3f} {'>=' if complexity == 'complex' else '<'} threshold {threshold:.3f}")
+            reasons.append(f"score {score:.3f} {'>=' if complexity == 'complex' else '<'} threshold {threshold:.3f}"
+                           + (f" (held at cloud share {spec.cloud_share:g})" if held else ""))
+            if held and record:
+                self._on_share(route.name, self.dial.observe(route.name, score, complexity == "complex",
+                                                             spec.hold_window))
         chain, spill_reason = self._maybe_spill(policy, route, chain)
         if spill_reason:
             reasons.append(spill_reason)
