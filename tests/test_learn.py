@@ -141,7 +141,7 @@ def test_noise_labels_keep_the_prior(tmp_path):
     ('{"prompt": "a", "edge_quality": 0.5, "cloud_quality": 1.5}\n', '"cloud_quality" must be a number in [0, 1]'),
     ('{"prompt": 3, "edge_quality": 0.5, "cloud_quality": 1}\n', '"prompt" must be a string'),
     ('{"prompt": "a", "edge_quality": 0.5, "cloud_quality": 1}\nnot json\n', "line 2: not valid JSON"),
-    ('{"prompt": "a", "edge_quality": 0.5, "cloud_quality": 1}\n' * 5, "at least 20 are needed"),
+    ("\n", "no feedback lines"),
 ])
 def test_bad_feedback_exits_2_with_a_clear_error(tmp_path, content, needle):
     fb = tmp_path / "f.jsonl"
@@ -149,6 +149,17 @@ def test_bad_feedback_exits_2_with_a_clear_error(tmp_path, content, needle):
     res = gateway("learn", "--feedback", str(fb), "--output", str(tmp_path / "m"))
     assert res.returncode == 2 and needle in res.stderr, res.stderr
     assert not (tmp_path / "m" / "learned.json").exists()
+
+
+def test_too_few_informative_labels_keep_the_prior(tmp_path):
+    rows = synthetic(30, seed=6)
+    for r in rows[:15]:
+        r["cloud_quality"] = r["edge_quality"]  # ties carry no information
+    res = gateway("learn", "--feedback", str(_write(tmp_path / "f.jsonl", rows)), "--output", str(tmp_path / "m"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert report["chosen"] == "prior" and report["informative"] < 20 and "at least 20" in report["reason"]
+    assert "at least 20" in res.stderr
 
 
 def test_bad_arguments_exit_2(tmp_path):

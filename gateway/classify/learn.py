@@ -313,9 +313,8 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
         raise LearnError(f"{traffic}: no prompts")
     gain = cloud - edge
     informative = int(np.sum(gain != 0))
-    if informative < MIN_LABELS:
-        raise LearnError(f"{feedback}: {informative} prompts where cloud and edge quality differ; "
-                         f"at least {MIN_LABELS} are needed")
+    if not prompts:
+        raise LearnError(f"{feedback}: no feedback lines")
     bm = BaseModel(base)
     prior, x = bm.score_and_features(prompts)
     lp, z = _design(prompts, prior, x)
@@ -325,7 +324,10 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
     test: dict[str, Any] = {}
     chosen = "prior"
     reason = ""
-    if gap <= 0:
+    if informative < MIN_LABELS:
+        reason = (f"only {informative} prompts where cloud and edge quality differ (at least {MIN_LABELS} are "
+                  f"needed to learn): prior kept")
+    elif gap <= 0:
         reason = f"the cloud model is not better on average (mean gain {gap:+.4f}): APGR undefined, prior kept"
     elif int(np.sum(gain > 0)) == 0 or int(np.sum(gain < 0)) == 0:
         reason = "one-sided labels: prior kept"
