@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gateway.admission.limits import RateLimiter
 from gateway.api.admin import admin_endpoints
 from gateway.api.chat import ChatCompletions
+from gateway.api.classifier_admin import ClassifierSlot, classifier_endpoints
 from gateway.api.feedback import feedback_endpoint, request_record
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
@@ -56,6 +57,7 @@ class ScoringKind:
         from gateway.classify import MicroBatcher
 
         self.scorer = scorer
+        self.version = getattr(scorer, "version", "?")
         self.default_threshold = scorer.default_threshold
         self._batcher = MicroBatcher(_Timed(scorer))
 
@@ -80,6 +82,7 @@ class Runtime:
         # The shipped classifier loads at start-up, so a missing or broken model stops the start here.
         self._scoring = {"onnx": ScoringKind(load_scorer("onnx", settings.classifier_model or None)),
                          "length": ScoringKind(load_scorer("length"))}
+        self.classifier = ClassifierSlot(self._scoring, ScoringKind)  # hot promotion and rollback
         self.providers = Providers()
         self.breakers = Breakers(self.store)
         self.router = Router(self._scoring.__getitem__,
@@ -116,6 +119,8 @@ class Runtime:
         if self.settings.redis_url:
             task = loop.create_task(self._watch_store())
             self._background.add(task)
+            follow = loop.create_task(self.classifier.follow(self.store))  # promotions made on other replicas
+            self._background.add(follow)
         await self.providers.start(self.policies.current)
 
     async def _watch_store(self) -> None:
@@ -217,6 +222,7 @@ class Runtime:
             "last_reload_ok": holder.last_result.ok,
             "last_reload_error": None if holder.last_error is None else holder.last_error.errors,
             "redis": "off" if not self.settings.redis_url else ("ok" if self.store.healthy else "degraded"),
+            "classifier": self.classifier.status(),
         }
 
 
@@ -231,6 +237,7 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
     healthz, readyz, metrics_endpoint = health_endpoints(runtime)
     admin = admin_endpoints(runtime)
     chat = ChatCompletions(runtime)
+    promotion = classifier_endpoints(runtime, runtime.classifier)
     routes = [
         Route("/v1/chat/completions", chat, methods=None),
         Route("/chat/completions", chat, methods=None),
@@ -244,6 +251,8 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
         Route("/admin/explain", admin["explain"], methods=["POST"]),
         Route("/admin/usage", admin["usage"], methods=["GET"]),
         Route("/admin/status", admin["status"], methods=["GET"]),
+        Route("/admin/classifier/promote", admin["guard"](promotion["promote"]), methods=["POST"]),
+        Route("/admin/classifier/rollback", admin["guard"](promotion["rollback"]), methods=["POST"]),
         Route("/dashboard", admin["dashboard"], methods=["GET"]),
     ]
 

@@ -119,5 +119,5 @@ def admin_endpoints(runtime):
 
     return {
         "policy": guarded(policy_state), "reload": guarded(reload), "explain": guarded(explain),
-        "usage": guarded(usage), "status": guarded(status), "dashboard": dashboard,
+        "usage": guarded(usage), "status": guarded(status), "dashboard": dashboard, "guard": guarded,
     }

@@ -16,6 +16,8 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
         h.append((b"x-gateway-tier", tier.encode()))
         if decision.score is not None:
             h.append((b"x-gateway-complexity", f"{decision.score:.4f}".encode()))
+            if decision.classifier:
+                h.append((b"x-gateway-classifier", decision.classifier.encode()))
         if decision.skipped:
             h.append((b"x-gateway-skipped", "; ".join(f"{n}={w}" for n, w in decision.skipped).encode(
                 "ascii", "replace")[:300]))

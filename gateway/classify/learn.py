@@ -18,7 +18,8 @@ The threshold is set from unlabelled traffic (``--traffic``: the (1 - share) qua
 without it, from the feedback prompts' scores at ``--cloud-share`` (default DEFAULT_CLOUD_SHARE).
 
 The output folder is self-contained: ``base/`` holds a copy of the base ONNX model and its metadata,
-``learned.json`` the head, scaling, threshold and calibration table, ``report.json`` the cross-validation.
+``learned.json`` the head, scaling, threshold and calibration table, ``report.json`` the cross-validation,
+``trained_on.sha256`` a hash of each feedback prompt (promotion holds those out).
 Serving (:class:`LearnedScorer`) needs numpy and onnxruntime only; learning needs numpy only.
 """
 
@@ -44,6 +45,7 @@ from .metrics import apgr
 
 LEARNED_FILE = "learned.json"
 REPORT_FILE = "report.json"
+TRAINED_FILE = "trained_on.sha256"  # sha256 of each feedback prompt, so promotion can hold them out
 BASE_DIR = "base"
 LEARN_FORMAT = 1
 DEFAULT_CLOUD_SHARE = 0.3
@@ -391,9 +393,14 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
     }
     (out / LEARNED_FILE).write_text(json.dumps(learned, indent=1), encoding="utf-8")
     (out / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    (out / TRAINED_FILE).write_text("".join(prompt_digest(p) + "\n" for p in sorted(set(prompts))), encoding="utf-8")
     log(f"[learn] wrote {out}: {chosen} head, threshold {threshold:.6f} for cloud share {share:g} "
         f"({share_at(cal_scores.tolist(), threshold):.1%} on {cal_source['source']}); {report['seconds']:.1f} s")
     return report
+
+
+def prompt_digest(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # --- serving ---

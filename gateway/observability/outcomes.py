@@ -90,6 +90,8 @@ class OutcomeLog:
         cutoff = self._clock() - retention_days * 86400.0 if retention_days is not None else float("-inf")
         if not self.path:
             return [o for o in self._memory if o.get("at", 0) >= cutoff]
+        if not os.path.exists(self.path):
+            return []
         return [o for o in read_outcomes(self.path) if o.get("at", 0) >= cutoff]
 
 

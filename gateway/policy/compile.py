@@ -742,12 +742,14 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     log_prompts = bool(c.get(logging_spec, "prompts", bool, "logging", False))
     fb = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
     if fb:
-        c.unknown_keys(fb, {"enabled", "store_prompts", "window_s", "retention_days", "max_records"}, "feedback")
+        c.unknown_keys(fb, {"enabled", "store_prompts", "window_s", "retention_days", "max_records",
+                            "promote_margin"}, "feedback")
     feedback = FeedbackSpec(bool(c.get(fb, "enabled", bool, "feedback", "feedback" in data)),
                             bool(c.get(fb, "store_prompts", bool, "feedback", False)),
                             float(c.number(fb, "window_s", "feedback", 86400.0, 1, None)),
                             float(c.number(fb, "retention_days", "feedback", 30.0, 0.001, None)),
-                            int(c.number(fb, "max_records", "feedback", 100_000, 1, None, True)))
+                            int(c.number(fb, "max_records", "feedback", 100_000, 1, None, True)),
+                            float(c.number(fb, "promote_margin", "feedback", 0.01, -1.0, 1.0)))
 
     if c.errors:
         raise PolicyInvalid(c.errors)

@@ -154,6 +154,7 @@ class FeedbackSpec:
     window_s: float = 86400.0         # feedback is accepted this long after the answer
     retention_days: float = 30.0      # outcomes older than this are dropped
     max_records: int = 100_000        # and at most this many are kept (the newest)
+    promote_margin: float = 0.01      # APGR a candidate classifier must gain on held-back outcomes
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,7 @@ class Router:
 
         complexity = None
         chain = route.simple
+        threshold = None
         if route.split:
             score = await self._ensure_score(policy, signals)
             threshold = self.threshold(policy, route)
@@ -107,7 +108,7 @@ class Router:
         chain, spill_reason = self._maybe_spill(policy, route, chain)
         if spill_reason:
             reasons.append(spill_reason)
-        return self._build(policy, route, chain, complexity, reasons, signals)
+        return self._build(policy, route, chain, complexity, reasons, signals, threshold if route.split else None)
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
         if signals.score is None:
@@ -143,7 +144,8 @@ class Router:
         )
         return self._build(policy, route, route.simple, None, [f"model {alias!r} pinned"], signals)
 
-    def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals):
+    def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals,
+               threshold: float | None = None):
         targets, skipped, seen = [], [], set()
         for name in chain:
             if name in seen:
@@ -161,9 +163,11 @@ class Router:
             reasons.append(f"skipped {name}: {why}")
         decision = Decision(
             route=route.name, tier=tier, score=signals.score,
-            threshold=self.threshold(policy, route) if route.split else None,
+            threshold=(threshold if threshold is not None else self.threshold(policy, route)) if route.split else None,
             complexity=complexity, reasons=tuple(reasons), policy_version=policy.version,
             skipped=tuple(skipped),
+            classifier=getattr(self._scoring(policy.classifier.kind), "version", None)
+            if signals.score is not None else None,
         )
         reference = next((policy.models[n] for n in route.complex + route.simple
                           if policy.models[n].tier == "cloud"), None)
