@@ -17,7 +17,7 @@ from gateway.admission.limits import RateLimiter
 from gateway.api.admin import admin_endpoints
 from gateway.api.chat import ChatCompletions
 from gateway.api.classifier_admin import ClassifierSlot, classifier_endpoints
-from gateway.api.feedback import feedback_endpoint, request_record
+from gateway.api.feedback import feedback_endpoint, on_answer, request_record
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
@@ -176,8 +176,7 @@ class Runtime:
         if policy.feedback.enabled:
             fb = request_record(request_id, policy, state, self.scoring_status().get(policy.classifier.kind))
             if fb is not None:
-                task = asyncio.get_running_loop().create_task(
-                    self.outcomes.remember(request_id, fb, policy.feedback.window_s))
+                task = asyncio.get_running_loop().create_task(on_answer(self.outcomes, request_id, fb, policy))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         self.recent.append((time.time(), elapsed_ms, tier, status, degraded,

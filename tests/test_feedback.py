@@ -139,6 +139,44 @@ def test_feedback_needs_the_key_that_made_the_request(gw, mock):
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def _chat_model(gw, model: str, text: str) -> str:
+    r = httpx.post(gw.base + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30,
+                   json={"model": model, "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    return r.headers["x-request-id"]
+
+
+def _wait_outcome(path, request_id: str, kind: str) -> dict:
+    import time
+
+    for _ in range(100):
+        found = [o for o in _outcomes(path) if o["request_id"] == request_id and o["kind"] == kind]
+        if found:
+            return found[-1]
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} outcome for {request_id}: {_outcomes(path)[-3:]}")
+
+
+def test_regeneration_and_escalation_are_implicit_outcomes(gw, mock, outcomes_path):
+    import time
+
+    first = _chat_model(gw, "auto", "Regenerate me, please.")
+    time.sleep(0.1)  # the answer is remembered in the background, after it was sent
+    second = _chat_model(gw, "auto", "Regenerate me, please.")
+    rec = _wait_outcome(outcomes_path, first, "regenerated")
+    assert rec["score"] == 0.0 and rec["followed_by"] == second and rec["prompt"] == "Regenerate me, please."
+
+    edge = _chat_model(gw, "edge-a", "Is this answer good enough?")
+    time.sleep(0.1)
+    cloud = _chat_model(gw, "cloud-a", "Is this answer good enough?")
+    rec = _wait_outcome(outcomes_path, edge, "escalated")
+    assert rec["score"] == 0.0 and rec["tier"] == "edge" and rec["followed_by"] == cloud
+    # A new conversation is not a repeat.
+    other = _chat_model(gw, "auto", "Something else entirely.")
+    time.sleep(0.2)
+    assert not [o for o in _outcomes(outcomes_path) if o.get("followed_by") == other]
+
+
 def test_learning_loop_outcomes_to_learned_model_serving(gw, mock, outcomes_path, upstream, tmp_path):
     """Clients rate answers; `gateway learn --from-store` learns from them; a gateway started on the learned
     folder routes with it and names its version in the next outcome."""

@@ -19,6 +19,7 @@ from gateway.admission.cache import cache_key
 from gateway.api.replay import StreamAssembler, chunks_from_completion
 from gateway.admission.keys import authenticate
 from gateway.api import sse
+from gateway.api.feedback import conversation_key
 from gateway.api.headers import decision_headers
 from gateway.api.validate import parse_json, validate_chat
 from gateway.errors import ApiError, error_body
@@ -101,8 +102,11 @@ class ChatCompletions:
             state["decision"], state["reference"], state["key"] = decision, plan.reference, request.key_name
             if policy.log_prompts:
                 state["prompt"] = messages
-            if policy.feedback.store_prompts:
-                state["feedback_prompt"] = signals.classifier_text(policy.classifier.input, policy.classifier.max_chars)
+            if policy.feedback.enabled:  # for outcomes: what was asked, and which conversation (regenerations)
+                state["asked_model"], state["conversation"] = model, conversation_key(messages)
+                if policy.feedback.store_prompts:
+                    state["feedback_prompt"] = signals.classifier_text(policy.classifier.input,
+                                                                       policy.classifier.max_chars)
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
             estimate = signals.estimated_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)

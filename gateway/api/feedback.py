@@ -1,13 +1,21 @@
-"""POST /v1/feedback: a client rates an answer the gateway gave, by its request id.
+"""Outcomes of answers: POST /v1/feedback (explicit) and regenerations / escalations (implicit).
+
+Explicit: a client rates an answer the gateway gave, by its request id.
 
 Body: ``{"request_id": "<x-request-id of the answer>", "score": 0..1 | "up" | "down"}``. Authenticated like
 chat (the policy's keys); only the key that made the request may rate it. The answer must have been sent
 within the policy's ``feedback.window_s``. The outcome is stored by :class:`OutcomeLog` with the request's
 route, tier, model, classifier score and version, policy version and (policy permitting) prompt.
+
+Implicit (``feedback.implicit``, on by default): when the same key re-sends the same conversation within
+``feedback.implicit_window_s`` of an answer, that answer gets an outcome of score 0 — ``regenerated`` when the
+new request asks for the same model, ``escalated`` when an edge answer is followed by a request that pins a
+cloud model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import orjson
@@ -76,7 +84,40 @@ def request_record(request_id: str, policy, state: dict, classifier_version: str
     record = {"at": time.time(), "route": decision.route, "tier": outcome.model.tier, "model": outcome.model.name,
               "policy_version": policy.version, "classifier_score": decision.score,
               "classifier_version": classifier_version if decision.score is not None else None,
-              "key": state.get("key")}
+              "key": state.get("key"), "asked_model": state.get("asked_model"),
+              "conversation": state.get("conversation")}
     if policy.feedback.store_prompts and state.get("feedback_prompt") is not None:
         record["prompt"] = state["feedback_prompt"]
     return record
+
+
+def conversation_key(messages: list) -> str:
+    """Identifies a conversation by its messages (a regenerate re-sends the same ones)."""
+    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+async def on_answer(outcomes, request_id: str, record: dict, policy) -> None:
+    """Remember an answered request for feedback; record an implicit outcome for the answer it repeats."""
+    spec = policy.feedback
+    await outcomes.remember(request_id, record, spec.window_s)
+    conversation = record.get("conversation")
+    if not spec.implicit or not conversation:
+        return
+    ckey = f"conv:{record.get('key')}:{conversation}"
+    previous_id = await outcomes.lookup_raw(ckey)
+    await outcomes.remember_raw(ckey, request_id.encode(), spec.implicit_window_s)
+    if previous_id is None:
+        return
+    previous = await outcomes.lookup(previous_id.decode())
+    if previous is None or time.time() - float(previous.get("at", 0)) > spec.implicit_window_s:
+        return
+    if previous.get("tier") == "edge" and record.get("tier") == "cloud" and record.get("asked_model") != "auto" \
+            and record.get("asked_model") != previous.get("asked_model"):
+        kind = "escalated"
+    elif record.get("asked_model") == previous.get("asked_model"):
+        kind = "regenerated"
+    else:
+        return
+    outcomes.append({**previous, "request_id": previous_id.decode(), "kind": kind, "score": 0.0, "at": time.time(),
+                     "answered_at": previous.get("at"), "followed_by": request_id},
+                    spec.retention_days, spec.max_records)

@@ -49,6 +49,12 @@ class OutcomeLog:
         raw = await self.store.cache_get(_REQ_PREFIX + request_id)
         return orjson.loads(raw) if raw else None
 
+    async def remember_raw(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self.store.cache_set(_REQ_PREFIX + key, value, ttl_s)
+
+    async def lookup_raw(self, key: str) -> bytes | None:
+        return await self.store.cache_get(_REQ_PREFIX + key)
+
     # outcomes
 
     def append(self, outcome: dict, retention_days: float, max_records: int) -> None:

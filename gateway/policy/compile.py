@@ -743,13 +743,15 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     fb = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
     if fb:
         c.unknown_keys(fb, {"enabled", "store_prompts", "window_s", "retention_days", "max_records",
-                            "promote_margin"}, "feedback")
+                            "promote_margin", "implicit", "implicit_window_s"}, "feedback")
     feedback = FeedbackSpec(bool(c.get(fb, "enabled", bool, "feedback", "feedback" in data)),
                             bool(c.get(fb, "store_prompts", bool, "feedback", False)),
                             float(c.number(fb, "window_s", "feedback", 86400.0, 1, None)),
                             float(c.number(fb, "retention_days", "feedback", 30.0, 0.001, None)),
                             int(c.number(fb, "max_records", "feedback", 100_000, 1, None, True)),
-                            float(c.number(fb, "promote_margin", "feedback", 0.01, -1.0, 1.0)))
+                            float(c.number(fb, "promote_margin", "feedback", 0.01, -1.0, 1.0)),
+                            bool(c.get(fb, "implicit", bool, "feedback", True)),
+                            float(c.number(fb, "implicit_window_s", "feedback", 120.0, 1, None)))
 
     if c.errors:
         raise PolicyInvalid(c.errors)

@@ -155,6 +155,8 @@ class FeedbackSpec:
     retention_days: float = 30.0      # outcomes older than this are dropped
     max_records: int = 100_000        # and at most this many are kept (the newest)
     promote_margin: float = 0.01      # APGR a candidate classifier must gain on held-back outcomes
+    implicit: bool = True             # regenerations and escalations count as outcomes of score 0
+    implicit_window_s: float = 120.0  # ... when the conversation is re-sent within this time
 
 
 @dataclass(frozen=True, slots=True)
