@@ -5,7 +5,7 @@
     gateway classify --calibrate FILE.jsonl --cloud-share 0.3 -> prints the threshold for that share
     gateway train [--data DIR] [--out DIR] [--seed N]
     gateway eval  [--model PATH] [--data DIR] [--crossfit]
-    gateway learn --feedback F.jsonl --output DIR [--traffic T.jsonl --cloud-share S]   (see learn.py)
+    gateway learn --feedback F.jsonl --output DIR [--traffic T.jsonl --cloud-share S]   (see learn.py, learn_cli.py)
 
 Input lines are JSON objects with a string "prompt"; blank lines are skipped. A bad line stops the
 command before anything is written, with an error naming the file and line number (exit code 2).
@@ -215,6 +215,6 @@ def add_commands(subparsers: Any) -> None:
                         "needs the train extra; ~1-2 min)")
     p.set_defaults(func=cmd_eval)
 
-    from .learn import add_learn_command
+    from .learn_cli import add_learn_command
 
     add_learn_command(subparsers)

@@ -25,7 +25,6 @@ Serving (:class:`LearnedScorer`) needs numpy and onnxruntime only; learning need
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -50,7 +49,9 @@ BASE_DIR = "base"
 LEARN_FORMAT = 1
 DEFAULT_CLOUD_SHARE = 0.3
 # Penalty strengths tried by cross-validation, as a multiple of the total sample weight (scale-free).
-PENALTIES = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
+PENALTIES = (100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
+LENGTH_ONLY = "length"  # candidate head on the prior and prompt length alone (lightly penalised)
+_LENGTH_PENALTY = 0.01
 CV_FOLDS = 5
 CV_REPEATS = 3
 # The stacked model replaces the prior only if its cross-validated APGR gain minus MIN_Z standard errors
@@ -183,10 +184,19 @@ def _standardise(z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_head(lp: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray, penalty: float,
-             start: np.ndarray | None = None) -> Head:
+             start: np.ndarray | None = None, cols: int | None = None) -> Head:
+    """`cols`: fit on the first `cols` stacked features only (the others get weight 0)."""
     mean, scale = _standardise(z, w)
-    coef = fit_logistic(lp, (z - mean) / scale, y, w, penalty * float(w.sum()), start)
-    return Head("stacked", mean, scale, coef)
+    k = z.shape[1] if cols is None else cols
+    coef = fit_logistic(lp, ((z - mean) / scale)[:, :k], y, w, penalty * float(w.sum()), start)
+    return Head("stacked", mean, scale, np.concatenate([coef, np.zeros(z.shape[1] - k)]))
+
+
+def fit_candidate(key: str, lp: np.ndarray, z: np.ndarray, y: np.ndarray, w: np.ndarray,
+                  start: np.ndarray | None = None) -> Head:
+    if key == LENGTH_ONLY:
+        return fit_head(lp, z, y, w, _LENGTH_PENALTY, cols=1)
+    return fit_head(lp, z, y, w, float(key), start)
 
 
 def _apgr_or_none(scores: np.ndarray, edge: np.ndarray, cloud: np.ndarray) -> float | None:
@@ -212,7 +222,7 @@ def cross_validate(lp: np.ndarray, z: np.ndarray, edge: np.ndarray, cloud: np.nd
     w = np.abs(gain)
     n = len(lp)
     rng = np.random.default_rng(seed)
-    keys = ["prior", *(f"{p:g}" for p in penalties)]
+    keys = ["prior", LENGTH_ONLY, *(f"{p:g}" for p in penalties)]
     results: dict[str, list[float]] = {k: [] for k in keys}
     ranks: dict[str, np.ndarray] = {k: np.zeros(n) for k in keys}
     used = 0
@@ -226,6 +236,7 @@ def cross_validate(lp: np.ndarray, z: np.ndarray, edge: np.ndarray, cloud: np.nd
                 ok = False
                 break
             oof["prior"][te] = _fold_ranks(lp[te])
+            oof[LENGTH_ONLY][te] = _fold_ranks(fit_candidate(LENGTH_ONLY, lp[tr], z[tr], y[tr], w[tr]).logits(lp[te], z[te]))
             start = None
             for p in penalties:  # strongest first: each fit warm-starts the next
                 head = fit_head(lp[tr], z[tr], y[tr], w[tr], p, start)
@@ -343,16 +354,16 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
             test = {"penalty": best, "apgr_gain": diff, "se": se, "z": min_z, "min_gain": min_gain}
             if diff - min_z * se >= min_gain:
                 chosen = best
-                reason = f"penalty {best} beats the prior by {diff:+.4f} cross-validated APGR (se {se:.4f})"
+                reason = f"candidate {best} beats the prior by {diff:+.4f} cross-validated APGR (se {se:.4f})"
             else:
-                reason = (f"best penalty {best} gains {diff:+.4f} cross-validated APGR over the prior (se {se:.4f}), "
+                reason = (f"best candidate {best} gains {diff:+.4f} cross-validated APGR over the prior (se {se:.4f}), "
                           f"not {min_gain:g} + {min_z:g} se: prior kept")
     log(f"[learn] {len(prompts)} labels ({informative} informative), mean gain {gap:+.4f}; {reason}")
 
     if chosen == "prior":
         head = Head("prior", np.zeros(z.shape[1]), np.ones(z.shape[1]), np.array([0.0, 1.0]))
     else:
-        head = fit_head(lp, z, (gain > 0).astype(np.float64), np.abs(gain), float(chosen))
+        head = fit_candidate(chosen, lp, z, (gain > 0).astype(np.float64), np.abs(gain))
 
     if traffic_prompts is not None:
         t_prior, t_x = bm.score_and_features(traffic_prompts)
@@ -386,7 +397,7 @@ def learn(feedback: str, output: str, traffic: str | None = None, cloud_share: f
         "format": LEARN_FORMAT, "kind": "learned-stacked-logistic",
         "base": {"file": f"{BASE_DIR}/classifier.onnx", "version": bm.version, "feature_version": bm.feature_version},
         "stacked_features": ["logit(prior score)", "log1p(prompt chars)", "base features"],
-        "head": head.to_json(), "penalty": None if chosen == "prior" else float(chosen),
+        "head": head.to_json(), "candidate": chosen,
         "score": "estimated P(cloud answer better than edge answer) for the learned pair",
         "cloud_share": share, "default_threshold": threshold,
         "calibration": {**cal_source, "quantiles": table, "rule": "cloud if score >= threshold"},
@@ -468,60 +479,3 @@ def export_outcomes(outcomes_path: str, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     return str(out)
-
-
-# --- command line ---
-
-def cmd_learn(args: argparse.Namespace) -> int:
-    def err(msg: str) -> int:
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-
-    if args.cloud_share is not None and not 0.0 < args.cloud_share < 1.0:
-        return err("--cloud-share must be strictly between 0 and 1")
-    if (args.feedback is None) == (args.from_store is None):
-        return err("give exactly one of --feedback F.jsonl or --from-store [OUTCOMES.jsonl]")
-    if args.from_store is not None:
-        try:
-            args.feedback = export_outcomes(args.from_store or os.environ.get("GATEWAY_OUTCOMES_PATH", ""),
-                                            Path(args.output) / "feedback.jsonl")
-        except LearnError as e:
-            return err(str(e))
-    if args.cloud_share is not None and not args.traffic:
-        print("note: --cloud-share without --traffic: the threshold is set on the feedback prompts' scores",
-              file=sys.stderr)
-    try:
-        report = learn(args.feedback, args.output, traffic=args.traffic, cloud_share=args.cloud_share,
-                       base=args.base, seed=args.seed, log=lambda s: print(s, file=sys.stderr))
-    except LearnError as e:
-        return err(str(e))
-    except ClassifierLoadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        return err(f"cannot write {args.output}: {e.strerror or e}")
-    print(json.dumps({"output": args.output, "chosen": report["chosen"],
-                      "threshold": report["calibration"]["threshold"],
-                      "cv_apgr": report["cross_validation"]["apgr"]}))
-    return 0
-
-
-def add_learn_command(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "learn", help="learn the operator's model pair from pairwise outcomes (stacked on the shipped classifier)",
-        description="Learn a classifier for your own edge/cloud pair from FEEDBACK lines {prompt, edge_quality, "
-                    "cloud_quality}; write a self-contained model folder for `gateway classify --model DIR` "
-                    "and GATEWAY_CLASSIFIER_MODEL.")
-    p.add_argument("--feedback", default=None, metavar="F.jsonl",
-                   help='lines {"prompt": str, "edge_quality": 0..1, "cloud_quality": 0..1}')
-    p.add_argument("--from-store", nargs="?", const="", default=None, metavar="OUTCOMES.jsonl",
-                   help="learn from the outcomes the gateway stored (default $GATEWAY_OUTCOMES_PATH); the "
-                        "feedback lines made from them are written to DIR/feedback.jsonl")
-    p.add_argument("--output", required=True, metavar="DIR", help="model folder to write")
-    p.add_argument("--traffic", default=None, metavar="T.jsonl",
-                   help='unlabelled traffic {"prompt": str} to set the threshold on')
-    p.add_argument("--cloud-share", type=float, default=None,
-                   help=f"target share of cloud traffic (default {DEFAULT_CLOUD_SHARE})")
-    p.add_argument("--base", default=None, help="base model file or folder (default: the shipped model)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
-    p.set_defaults(func=cmd_learn)
