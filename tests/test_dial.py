@@ -121,3 +121,45 @@ def test_gateway_holds_the_share_when_traffic_shifts(upstream, tmp_path):
         assert "held at cloud share 0.3" in " ".join(explained["reasons"])
     finally:
         held.stop()
+
+
+SHARE_POLICY = """
+version: 1
+models:
+  edge-a:
+    tier: edge
+    litellm: {{model: openai/edge-a, api_base: "{url}", api_key: test}}
+  cloud-a:
+    tier: cloud
+    litellm: {{model: openai/cloud-a, api_base: "{url}", api_key: test}}
+classifier: {{kind: length, cloud_share: 0.5{extra}}}
+routes:
+  - name: auto
+    when: {{model: auto}}
+    simple: [edge-a]
+    complex: [cloud-a]
+retry: {{attempts: 1}}
+"""
+
+
+def _ask(gw, text: str, share: str | None) -> httpx.Response:
+    headers = {"x-gateway-cloud-share": share} if share is not None else {}
+    return httpx.post(gw.base + "/v1/chat/completions", headers=headers, timeout=30,
+                      json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+
+
+def test_client_may_ask_for_a_lower_cloud_share_only(upstream, tmp_path):
+    gw = Gateway(SHARE_POLICY.format(url=upstream.url, extra=""), tmp_path)
+    try:
+        mid, short = "y" * 600, "y" * 200  # length scores 0.63 and 0.28; the policy's threshold is 0.5
+        assert _ask(gw, mid, None).headers["x-gateway-complexity-class"] == "complex"
+        assert _ask(gw, mid, "0.1").headers["x-gateway-complexity-class"] == "simple"  # threshold 0.9
+        assert _ask(gw, short, "0.9").headers["x-gateway-complexity-class"] == "simple"  # more: not granted
+        r = _ask(gw, mid, "lots")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "x-gateway-cloud-share"
+        assert _ask(gw, mid, "1.5").status_code == 400
+        gw.write_policy(SHARE_POLICY.format(url=upstream.url, extra=", allow_higher_share: true"))
+        assert httpx.post(gw.base + "/admin/reload", headers=gw.admin(), timeout=10).json()["ok"]
+        assert _ask(gw, short, "0.9").headers["x-gateway-complexity-class"] == "complex"  # threshold 0.1
+    finally:
+        gw.stop()

@@ -14,7 +14,7 @@ from gateway.admission.keys import find_key
 from gateway.errors import ApiError
 from gateway.observability.logs import audit
 from gateway.routing.request import ChatRequest
-from gateway.routing.router import NoRoute, UnknownModel
+from gateway.routing.router import BadShareHeader, NoRoute, UnknownModel
 
 _STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -60,6 +60,9 @@ async def explain_request(router, policy, body: dict, headers: dict | None = Non
         raise ApiError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found") from None
     except NoRoute:
         raise ApiError(400, "No route of the policy matches this request.", code="no_route") from None
+    except BadShareHeader:
+        raise ApiError(400, "The x-gateway-cloud-share header must be a number between 0 and 1.",
+                       param="x-gateway-cloud-share", code="invalid_value") from None
     return {**explain_decision(decision, plan), "signals": signals_seen(signals)}
 
 

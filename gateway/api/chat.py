@@ -27,7 +27,7 @@ from gateway.execution.degrade import canned_chunks, canned_completion
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.routing.request import ChatRequest
-from gateway.routing.router import NoRoute, UnknownModel
+from gateway.routing.router import BadShareHeader, NoRoute, UnknownModel
 
 log = logging.getLogger("gateway.chat")
 
@@ -99,6 +99,9 @@ class ChatCompletions:
             except NoRoute:
                 raise ApiError(400, f"No route of the policy matches this request for model '{model}'.",
                                param="model", code="no_route") from None
+            except BadShareHeader as exc:
+                raise ApiError(400, f"The x-gateway-cloud-share header must be a number between 0 and 1, got "
+                                    f"{exc.args[0]!r}.", param="x-gateway-cloud-share", code="invalid_value") from None
             state["decision"], state["reference"], state["key"] = decision, plan.reference, request.key_name
             if policy.log_prompts:
                 state["prompt"] = messages

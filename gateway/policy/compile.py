@@ -681,8 +681,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     cls_spec = c.mapping(data.get("classifier"), c.line_of(data, "classifier"), "classifier")
     classifier = ClassifierSpec()
     if cls_spec is not None:
-        c.unknown_keys(cls_spec, {"kind", "threshold", "cloud_share", "input", "max_chars", "hold_window"},
-                       "classifier")
+        c.unknown_keys(cls_spec, {"kind", "threshold", "cloud_share", "input", "max_chars", "hold_window",
+                                  "allow_higher_share"}, "classifier")
         kind = c.get(cls_spec, "kind", str, "classifier", "onnx")
         if kind not in ("onnx", "length"):
             c.err(c.line_of(cls_spec, "kind"), "classifier.kind must be onnx or length")
@@ -699,7 +699,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         if hold and share is None:
             c.err(c.line_of(cls_spec, "hold_window"), "classifier.hold_window holds cloud_share: set cloud_share too")
         classifier = ClassifierSpec(kind, threshold, share, inp,
-                                    c.number(cls_spec, "max_chars", "classifier", 4000, 100, None, True), hold)
+                                    c.number(cls_spec, "max_chars", "classifier", 4000, 100, None, True), hold,
+                                    bool(c.get(cls_spec, "allow_higher_share", bool, "classifier", False)))
 
     defaults = {"retry": retry, "degrade": degrade, "deadline": deadline}
     routes = []

@@ -144,6 +144,7 @@ class ClassifierSpec:
     input: str = "last_user"          # "last_user" | "user" | "all"
     max_chars: int = 4000             # only the head and tail of longer texts are scored
     hold_window: int = 0              # > 0: hold cloud_share per route over the last N scored requests
+    allow_higher_share: bool = False  # may x-gateway-cloud-share ask for more cloud than the policy gives
 
 
 @dataclass(frozen=True, slots=True)

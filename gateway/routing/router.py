@@ -24,6 +24,13 @@ class NoRoute(Exception):
     """No route matched and the model is not a pinned alias (answered with a 400)."""
 
 
+class BadShareHeader(Exception):
+    """`x-gateway-cloud-share` is not a number in [0, 1] (answered with a 400)."""
+
+
+SHARE_HEADER = "x-gateway-cloud-share"
+
+
 LoadFn = Callable[[str], "EdgeLoad | None"]
 
 
@@ -98,6 +105,9 @@ class Router:
             held = spec.hold_window > 0 and spec.cloud_share is not None and route.threshold is None
             if held:
                 threshold = self.dial.threshold(route.name, spec.cloud_share or 0.0, spec.hold_window, threshold)
+            asked = request.headers.get(SHARE_HEADER)
+            if asked is not None and route.threshold is None:
+                threshold = self._asked_share(policy, route, asked, threshold, held, reasons)
             complexity = "complex" if score >= threshold else "simple"
             chain = route.complex if complexity == "complex" else route.simple
             reasons.append(f"score {score:.3f} {'>=' if complexity == 'complex' else '<'} threshold {threshold:.3f}"
@@ -109,6 +119,25 @@ class Router:
         if spill_reason:
             reasons.append(spill_reason)
         return self._build(policy, route, chain, complexity, reasons, signals, threshold if route.split else None)
+
+    def _asked_share(self, policy: Policy, route: Route, asked: str, threshold: float, held: bool,
+                     reasons: list[str]) -> float:
+        """The threshold for the cloud share a client asked for: only a lower share than the policy's
+        (a higher threshold) unless `classifier.allow_higher_share`."""
+        try:
+            share = float(asked)
+        except ValueError:
+            share = float("nan")
+        if not 0.0 <= share <= 1.0:
+            raise BadShareHeader(asked)
+        spec = policy.classifier
+        own = self._scoring(spec.kind).threshold_for_share(share)
+        if held:
+            own = self.dial.threshold(route.name, share, spec.hold_window, own)
+        chosen = own if spec.allow_higher_share else max(threshold, own)
+        reasons.append(f"cloud share {share:g} asked by the client"
+                       + ("" if chosen == own else " (higher than the policy's: not granted)"))
+        return chosen
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
         if signals.score is None:
