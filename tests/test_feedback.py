@@ -135,6 +135,8 @@ def test_feedback_needs_the_key_that_made_the_request(gw, mock):
     assert r.status_code == 404 and r.json()["error"]["code"] == "request_not_found"
     r = _feedback(gw, None, raw=b"{not json")
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = _feedback(gw, None, raw=b'{"request_id": "' + b"x" * 70000 + b'", "score": 1}')
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.get(gw.base + "/v1/feedback", timeout=5)
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
 

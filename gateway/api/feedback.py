@@ -27,6 +27,7 @@ from gateway.api.validate import parse_json
 from gateway.errors import ApiError
 
 _THUMBS = {"up": 1.0, "down": 0.0}
+_MAX_BODY = 64 * 1024
 
 
 def _score(value) -> float:
@@ -47,9 +48,12 @@ def feedback_endpoint(runtime):
                                code="feedback_disabled")
             headers = {k.lower(): v for k, v in request.headers.items()}
             key = authenticate(policy, headers)
-            raw = await request.body()
-            if len(raw) > 64 * 1024:
-                raise ApiError(413, "The feedback body is over the limit of 65536 bytes.", code="request_too_large")
+            raw = b""
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > _MAX_BODY:
+                    raise ApiError(413, f"The feedback body is over the limit of {_MAX_BODY} bytes.",
+                                   code="request_too_large")
             body = parse_json(raw)
             request_id = body.get("request_id")
             if not isinstance(request_id, str) or not request_id:
