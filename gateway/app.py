@@ -174,7 +174,7 @@ class Runtime:
                 record["answer"] = state.get("answer")
             self.request_log.write(record)
         if policy.feedback.enabled:
-            fb = request_record(request_id, policy, state, self.scoring_status().get(policy.classifier.kind))
+            fb = request_record(policy, state)
             if fb is not None:
                 task = asyncio.get_running_loop().create_task(on_answer(self.outcomes, request_id, fb, policy))
                 self._background.add(task)

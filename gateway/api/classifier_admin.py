@@ -7,8 +7,8 @@ candidate's ``trained_on.sha256``). It replaces the running one only if ``promot
 policy's ``feedback.promote_margin`` (or with ``force``); otherwise it is kept aside with its report. The swap
 is hot (requests being scored finish on the old model), audited, counted in metrics and shown in
 /admin/status. With Redis, the running model (its path, which every replica must be able to read) is published
-in the Store and every worker and replica follows it within FOLLOW_S seconds; a restart still starts on
-GATEWAY_CLASSIFIER_MODEL (or the shipped model).
+in the Store and every worker and replica follows it within FOLLOW_S seconds (one started later too, after
+loading GATEWAY_CLASSIFIER_MODEL or the shipped model).
 """
 
 from __future__ import annotations

@@ -80,14 +80,14 @@ def feedback_endpoint(runtime):
     return feedback
 
 
-def request_record(request_id: str, policy, state: dict, classifier_version: str | None) -> dict | None:
+def request_record(policy, state: dict) -> dict | None:
     """What the gateway remembers of an answered request for later feedback (None: nothing to rate)."""
     decision, outcome = state.get("decision"), state.get("outcome")
     if decision is None or state.get("status") != 200 or outcome is None or outcome.model is None:
         return None
     record = {"at": time.time(), "route": decision.route, "tier": outcome.model.tier, "model": outcome.model.name,
               "policy_version": policy.version, "classifier_score": decision.score,
-              "classifier_version": classifier_version if decision.score is not None else None,
+              "classifier_version": decision.classifier,
               "key": state.get("key"), "asked_model": state.get("asked_model"),
               "conversation": state.get("conversation")}
     if policy.feedback.store_prompts and state.get("feedback_prompt") is not None:
