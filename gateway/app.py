@@ -16,6 +16,8 @@ from starlette.routing import Route
 from gateway.admission.limits import RateLimiter
 from gateway.api.admin import admin_endpoints
 from gateway.api.chat import ChatCompletions
+from gateway.api.classifier_admin import ClassifierSlot, classifier_endpoints
+from gateway.api.feedback import feedback_endpoint, on_answer, request_record
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
@@ -24,6 +26,7 @@ from gateway.execution.executor import Executor
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.observability.logs import RequestLog, audit, set_policy_version
+from gateway.observability.outcomes import OutcomeLog
 from gateway.observability.usage import Accountant
 from gateway.policy.reload import PolicyHolder
 from gateway.providers.registry import Providers
@@ -54,6 +57,7 @@ class ScoringKind:
         from gateway.classify import MicroBatcher
 
         self.scorer = scorer
+        self.version = getattr(scorer, "version", "?")
         self.default_threshold = scorer.default_threshold
         self._batcher = MicroBatcher(_Timed(scorer))
 
@@ -78,15 +82,19 @@ class Runtime:
         # The shipped classifier loads at start-up, so a missing or broken model stops the start here.
         self._scoring = {"onnx": ScoringKind(load_scorer("onnx", settings.classifier_model or None)),
                          "length": ScoringKind(load_scorer("length"))}
+        self.classifier = ClassifierSlot(self._scoring, ScoringKind)  # hot promotion and rollback
         self.providers = Providers(settings.max_upstream_body_bytes, settings.max_upstream_event_bytes)
         self.breakers = Breakers(self.store)
         self.router = Router(self._scoring.__getitem__,
-                             edge_load=lambda name: self.providers.edge_load(self.policies.current, name))
+                             edge_load=lambda name: self.providers.edge_load(self.policies.current, name),
+                             on_share=lambda route, share: metrics.ROUTE_CLOUD_SHARE.labels(route).set(share))
         self.executor = Executor(self.providers, self.breakers)
         self.limiter = RateLimiter(self.store)
         self.accountant = Accountant(self.store)
         self.handoff = HandOff(self.providers.session)
         self.request_log = RequestLog(enabled=settings.log_requests)
+        # Request records for feedback: in Redis when shared, else in their own memory (not the response cache's).
+        self.outcomes = OutcomeLog(self.store if settings.redis_url else make_store(None), settings.outcomes_path)
         self._background: set[asyncio.Task] = set()
         # The last requests, for the dashboard: (time, latency ms, tier, status, degraded, model).
         self.recent: list[tuple] = []
@@ -111,6 +119,8 @@ class Runtime:
         if self.settings.redis_url:
             task = loop.create_task(self._watch_store())
             self._background.add(task)
+            follow = loop.create_task(self.classifier.follow(self.store))  # promotions made on other replicas
+            self._background.add(follow)
         await self.providers.start(self.policies.current)
 
     async def _watch_store(self) -> None:
@@ -163,6 +173,12 @@ class Runtime:
                 record["prompt"] = state["prompt"]
                 record["answer"] = state.get("answer")
             self.request_log.write(record)
+        if policy.feedback.enabled:
+            fb = request_record(policy, state)
+            if fb is not None:
+                task = asyncio.get_running_loop().create_task(on_answer(self.outcomes, request_id, fb, policy))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
                             model.name if model else ("canned" if degraded else None)))
         if len(self.recent) > 2000:
@@ -205,6 +221,7 @@ class Runtime:
             "last_reload_ok": holder.last_result.ok,
             "last_reload_error": None if holder.last_error is None else holder.last_error.errors,
             "redis": "off" if not self.settings.redis_url else ("ok" if self.store.healthy else "degraded"),
+            "classifier": self.classifier.status(),
         }
 
 
@@ -219,10 +236,12 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
     healthz, readyz, metrics_endpoint = health_endpoints(runtime)
     admin = admin_endpoints(runtime)
     chat = ChatCompletions(runtime)
+    promotion = classifier_endpoints(runtime, runtime.classifier)
     routes = [
         Route("/v1/chat/completions", chat, methods=None),
         Route("/chat/completions", chat, methods=None),
         Route("/v1/models", models_endpoint(runtime), methods=["GET"]),
+        Route("/v1/feedback", feedback_endpoint(runtime), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -231,6 +250,8 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
         Route("/admin/explain", admin["explain"], methods=["POST"]),
         Route("/admin/usage", admin["usage"], methods=["GET"]),
         Route("/admin/status", admin["status"], methods=["GET"]),
+        Route("/admin/classifier/promote", admin["guard"](promotion["promote"]), methods=["POST"]),
+        Route("/admin/classifier/rollback", admin["guard"](promotion["rollback"]), methods=["POST"]),
         Route("/dashboard", admin["dashboard"], methods=["GET"]),
     ]
 

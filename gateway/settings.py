@@ -27,7 +27,8 @@ class Settings:
     watch_policy: bool = True
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
-    classifier_model: str = ""       # a model file to use instead of the shipped one
+    classifier_model: str = ""       # a model file to use instead of the shipped one, or a `gateway learn` folder
+    outcomes_path: str = ""          # JSONL file for feedback outcomes (empty: kept in memory)
     env: dict = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -242,6 +242,7 @@ def test_live_figures_tier_shares_and_screenshot(page, gw, traffic, tmp_path):
     assert set(_bar_shares(page, "#models")) == set(status["models"])
     assert {"edge", "cloud"} <= set(expected)
     assert page.inner_text("#policy-version") == status["policy_version"]
+    assert page.inner_text("#classifier-version") == status["classifier"]["version"]
     assert page.inner_text("#requests") == str(status["requests"])
     assert page.inner_text("#degraded-rate") != "0 %"           # the canned reply is counted
     assert page.inner_text("#p50").endswith("ms")

@@ -14,7 +14,7 @@ from gateway.api.validate import parse_json, validate_chat
 from gateway.errors import ApiError
 from gateway.observability.logs import audit
 from gateway.routing.request import ChatRequest
-from gateway.routing.router import NoRoute, UnknownModel
+from gateway.routing.router import BadShareHeader, NoRoute, UnknownModel
 
 _STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -75,11 +75,14 @@ async def explain_request(router, policy, body: dict, headers: dict | None = Non
     request = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
                           key.group if key else None, "explain")
     try:
-        decision, plan, signals = await router.decide(policy, request)
+        decision, plan, signals = await router.decide(policy, request, record=False)
     except UnknownModel:
         raise ApiError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found") from None
     except NoRoute:
         raise ApiError(400, "No route of the policy matches this request.", code="no_route") from None
+    except BadShareHeader:
+        raise ApiError(400, "The x-gateway-cloud-share header must be a number between 0 and 1.",
+                       param="x-gateway-cloud-share", code="invalid_value") from None
     return {**explain_decision(decision, plan), "signals": signals_seen(signals)}
 
 
@@ -139,5 +142,5 @@ def admin_endpoints(runtime):
 
     return {
         "policy": guarded(policy_state), "reload": guarded(reload), "explain": guarded(explain),
-        "usage": guarded(usage), "status": guarded(status), "dashboard": dashboard,
+        "usage": guarded(usage), "status": guarded(status), "dashboard": dashboard, "guard": guarded,
     }

@@ -19,6 +19,7 @@ from gateway.admission.cache import cache_key
 from gateway.api.replay import StreamAssembler, chunks_from_completion
 from gateway.admission.keys import authenticate, check_model
 from gateway.api import sse
+from gateway.api.feedback import conversation_key
 from gateway.api.headers import decision_headers, degraded_reason, header_value
 from gateway.api.validate import parse_json, validate_chat
 from gateway.errors import ApiError, error_body
@@ -27,7 +28,7 @@ from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.providers.base import estimated_usage
 from gateway.routing.request import ChatRequest
-from gateway.routing.router import NoRoute, UnknownModel
+from gateway.routing.router import BadShareHeader, NoRoute, UnknownModel
 from gateway.routing.signals import estimate_tokens
 
 log = logging.getLogger("gateway.chat")
@@ -98,7 +99,7 @@ class ChatCompletions:
             estimate = prompt_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
             counted = await rt.limiter.admit(policy, key, None, estimate)
             try:
-                decision, plan, _ = await rt.router.decide(policy, request)
+                decision, plan, signals = await rt.router.decide(policy, request)
             except UnknownModel:
                 raise ApiError(404, f"The model '{model}' does not exist. Use 'auto' or one of: "
                                     f"{', '.join(policy.model_names())}.", param="model",
@@ -106,9 +107,17 @@ class ChatCompletions:
             except NoRoute:
                 raise ApiError(400, f"No route of the policy matches this request for model '{model}'.",
                                param="model", code="no_route") from None
+            except BadShareHeader as exc:
+                raise ApiError(400, f"The x-gateway-cloud-share header must be a number between 0 and 1, got "
+                                    f"{exc.args[0]!r}.", param="x-gateway-cloud-share", code="invalid_value") from None
             state["decision"], state["reference"], state["key"] = decision, plan.reference, request.key_name
             if policy.log_prompts:
                 state["prompt"] = messages
+            if policy.feedback.enabled:  # for outcomes: what was asked, and which conversation (regenerations)
+                state["asked_model"], state["conversation"] = model, conversation_key(messages)
+                if policy.feedback.store_prompts:
+                    state["feedback_prompt"] = signals.classifier_text(policy.classifier.input,
+                                                                       policy.classifier.max_chars)
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
             counted += await rt.limiter.admit(policy, None, plan.targets[0].name if plan.targets else None, estimate)

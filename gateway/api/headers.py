@@ -52,6 +52,8 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
         h.append((b"x-gateway-tier", header_value(tier)))
         if decision.score is not None:
             h.append((b"x-gateway-complexity", f"{decision.score:.4f}".encode()))
+            if decision.classifier:
+                h.append((b"x-gateway-classifier", decision.classifier.encode()))
         if decision.skipped:
             h.append((b"x-gateway-skipped", header_value("; ".join(f"{n}={w}" for n, w in decision.skipped), 300)))
         if decision.complexity is not None:

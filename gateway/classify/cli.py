@@ -5,6 +5,7 @@
     gateway classify --calibrate FILE.jsonl --cloud-share 0.3 -> prints the threshold for that share
     gateway train [--data DIR] [--out DIR] [--seed N]
     gateway eval  [--model PATH] [--data DIR] [--crossfit]
+    gateway learn --feedback F.jsonl --output DIR [--traffic T.jsonl --cloud-share S]   (see learn.py, learn_cli.py)
 
 Input lines are JSON objects with a string "prompt"; blank lines are skipped. A bad line stops the
 command before anything is written, with an error naming the file and line number (exit code 2).
@@ -187,7 +188,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--cloud-share", type=float, default=None,
                    help="target share of cloud traffic (with --calibrate; with --input: threshold from the shipped table)")
     p.add_argument("--threshold", type=float, default=None, help="tier threshold for --input (default: from metadata)")
-    p.add_argument("--model", default=None, help="model file or folder (default: the shipped model)")
+    p.add_argument("--model", default=None,
+                   help="model file or folder, or a folder written by `gateway learn` (default: the shipped model)")
     p.add_argument("--scorer", choices=("onnx", "length"), default="onnx")
     p.set_defaults(func=cmd_classify)
 
@@ -212,3 +214,7 @@ def add_commands(subparsers: Any) -> None:
                    help="evaluate the training recipe cross-fitted over all the data instead (5 folds x 3 seeds; "
                         "needs the train extra; ~1-2 min)")
     p.set_defaults(func=cmd_eval)
+
+    from .learn_cli import add_learn_command
+
+    add_learn_command(subparsers)

@@ -22,6 +22,10 @@ TTFT = Histogram("gateway_time_to_first_token_seconds", "Upstream time to first 
 TOKENS = Counter("gen_ai_client_token_usage", "Tokens used", ["gen_ai_request_model", "gen_ai_token_type"])
 CLASSIFIER_SCORE = Histogram("gateway_classifier_score", "Complexity scores",
                              buckets=tuple(i / 10 for i in range(1, 11)))
+ROUTE_CLOUD_SHARE = Gauge("gateway_route_cloud_share", "Share of a held route's recent scored requests sent to "
+                          "its complex chain (classifier.hold_window)", ["route"], multiprocess_mode="mostrecent")
+CLASSIFIER_PROMOTIONS = Counter("gateway_classifier_promotions_total", "Candidate classifiers promoted, kept aside "
+                                "or rolled back", ["result"])
 CLASSIFIER_LATENCY = Histogram("gateway_classifier_latency_seconds", "Time to score one request",
                                buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05))
 RETRIES = Counter("gateway_retries_total", "Retries of the same target", ["model", "kind"])

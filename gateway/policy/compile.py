@@ -22,6 +22,7 @@ from gateway.policy.schema import (
     ClassifierSpec,
     DegradeSpec,
     Deployment,
+    FeedbackSpec,
     KeySpec,
     LimitSpec,
     Match,
@@ -667,7 +668,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if not isinstance(data, dict):
         raise PolicyInvalid([PolicyError(source, 1, "the policy must be a mapping at the top level")])
     c.unknown_keys(data, {"version", "models", "routes", "classifier", "retry", "breaker", "degrade",
-                          "deadline", "auth", "limits", "logging"}, "the policy")
+                          "deadline", "auth", "limits", "logging", "feedback"}, "the policy")
     version = data.get("version", 1)
     if version != 1:
         c.err(c.line_of(data, "version"), f"unsupported policy version {version!r} (this gateway reads 1)")
@@ -721,7 +722,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     cls_spec = c.mapping(data.get("classifier"), c.line_of(data, "classifier"), "classifier")
     classifier = ClassifierSpec()
     if cls_spec is not None:
-        c.unknown_keys(cls_spec, {"kind", "threshold", "cloud_share", "input", "max_chars"}, "classifier")
+        c.unknown_keys(cls_spec, {"kind", "threshold", "cloud_share", "input", "max_chars", "hold_window",
+                                  "allow_higher_share"}, "classifier")
         kind = c.get(cls_spec, "kind", str, "classifier", "onnx")
         if kind not in ("onnx", "length"):
             c.err(c.line_of(cls_spec, "kind"), "classifier.kind must be onnx or length")
@@ -734,8 +736,12 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         share = c.number(cls_spec, "cloud_share", "classifier", None, 0.0, 1.0)
         if threshold is not None and share is not None:
             c.err(cls_spec.line, "classifier: give threshold or cloud_share, not both")
+        hold = c.number(cls_spec, "hold_window", "classifier", 0, 0, None, True)
+        if hold and share is None:
+            c.err(c.line_of(cls_spec, "hold_window"), "classifier.hold_window holds cloud_share: set cloud_share too")
         classifier = ClassifierSpec(kind, threshold, share, inp,
-                                    c.number(cls_spec, "max_chars", "classifier", 4000, 100, None, True))
+                                    c.number(cls_spec, "max_chars", "classifier", 4000, 100, None, True), hold,
+                                    bool(c.get(cls_spec, "allow_higher_share", bool, "classifier", False)))
 
     defaults = {"retry": retry, "degrade": degrade, "deadline": deadline}
     routes = []
@@ -776,6 +782,18 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if logging_spec:
         c.unknown_keys(logging_spec, {"prompts"}, "logging")
     log_prompts = bool(c.get(logging_spec, "prompts", bool, "logging", False))
+    fb = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
+    if fb:
+        c.unknown_keys(fb, {"enabled", "store_prompts", "window_s", "retention_days", "max_records",
+                            "promote_margin", "implicit", "implicit_window_s"}, "feedback")
+    feedback = FeedbackSpec(bool(c.get(fb, "enabled", bool, "feedback", "feedback" in data)),
+                            bool(c.get(fb, "store_prompts", bool, "feedback", False)),
+                            float(c.number(fb, "window_s", "feedback", 86400.0, 1, None)),
+                            float(c.number(fb, "retention_days", "feedback", 30.0, 0.001, None)),
+                            int(c.number(fb, "max_records", "feedback", 100_000, 1, None, True)),
+                            float(c.number(fb, "promote_margin", "feedback", 0.01, -1.0, 1.0)),
+                            bool(c.get(fb, "implicit", bool, "feedback", True)),
+                            float(c.number(fb, "implicit_window_s", "feedback", 120.0, 1, None)))
 
     if c.errors:
         raise PolicyInvalid(c.errors)
@@ -807,6 +825,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         virtual_models=tuple(virtual),
         uses_score_in_match=any(r.when.uses_score for r in routes),
         uses_pii=any(r.when.uses_pii for r in routes),
+        feedback=feedback,
     )
 
 

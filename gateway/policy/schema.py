@@ -144,6 +144,21 @@ class ClassifierSpec:
     cloud_share: float | None = None  # or a target share of cloud traffic (calibrated)
     input: str = "last_user"          # "last_user" | "user" | "all"
     max_chars: int = 4000             # only the head and tail of longer texts are scored
+    hold_window: int = 0              # > 0: hold cloud_share per route over the last N scored requests
+    allow_higher_share: bool = False  # may x-gateway-cloud-share ask for more cloud than the policy gives
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackSpec:
+    """Outcome collection (POST /v1/feedback): on when the policy has a `feedback:` section."""
+    enabled: bool = False
+    store_prompts: bool = False       # keep the scored prompt text with each outcome (needed to learn from it)
+    window_s: float = 86400.0         # feedback is accepted this long after the answer
+    retention_days: float = 30.0      # outcomes older than this are dropped
+    max_records: int = 100_000        # and at most this many are kept (the newest)
+    promote_margin: float = 0.01      # APGR a candidate classifier must gain on held-back outcomes
+    implicit: bool = True             # regenerations and escalations count as outcomes of score 0
+    implicit_window_s: float = 120.0  # ... when the conversation is re-sent within this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +197,7 @@ class Policy:
     virtual_models: tuple[str, ...]   # names clients may ask for besides the aliases and "auto"
     uses_score_in_match: bool
     uses_pii: bool
+    feedback: FeedbackSpec = FeedbackSpec()
 
     def model_names(self) -> list[str]:
         return ["auto", *self.models, *self.virtual_models]

@@ -17,6 +17,7 @@ class Decision:
     reasons: tuple[str, ...]
     policy_version: str
     skipped: tuple[tuple[str, str], ...] = ()  # (model, why) left out of the chain
+    classifier: str | None = None  # version of the classifier that scored the request
 
 
 @dataclass(frozen=True, slots=True)

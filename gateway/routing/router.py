@@ -8,6 +8,7 @@ from typing import Callable, Protocol
 from gateway.policy.compile import model_matches
 from gateway.policy.schema import Policy, Route
 from gateway.providers.base import EdgeLoad
+from gateway.routing.dial import ShareDial
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import PiiDetector, RegexPiiDetector
 from gateway.routing.plan import Decision, Plan
@@ -21,6 +22,13 @@ class UnknownModel(Exception):
 
 class NoRoute(Exception):
     """No route matched and the model is not a pinned alias (answered with a 400)."""
+
+
+class BadShareHeader(Exception):
+    """`x-gateway-cloud-share` is not a number in [0, 1] (answered with a 400)."""
+
+
+SHARE_HEADER = "x-gateway-cloud-share"
 
 
 LoadFn = Callable[[str], "EdgeLoad | None"]
@@ -40,12 +48,15 @@ class Router:
     """Stateless per request, except the spill-over hysteresis per route (local to this process)."""
 
     def __init__(self, scoring: Callable[[str], Scoring], edge_load: LoadFn | None = None,
-                 pii_detector: PiiDetector | None = None, clock=time.monotonic) -> None:
+                 pii_detector: PiiDetector | None = None, clock=time.monotonic,
+                 on_share: Callable[[str, float], None] | None = None) -> None:
         self._scoring = scoring  # classifier kind -> Scoring
         self._edge_load = edge_load or (lambda name: None)
         self.pii_detector = pii_detector or RegexPiiDetector()
         self._spilled_until: dict[str, float] = {}
         self._clock = clock
+        self.dial = ShareDial()  # holds `classifier.cloud_share` per route when `hold_window` is set
+        self._on_share = on_share or (lambda route, share: None)
 
     def known_model(self, policy: Policy, model: str) -> bool:
         if model == "auto" or model in policy.models or model in policy.virtual_models:
@@ -63,7 +74,9 @@ class Router:
             return scoring.threshold_for_share(spec.cloud_share)
         return scoring.default_threshold
 
-    async def decide(self, policy: Policy, request: ChatRequest) -> tuple[Decision, Plan, Signals]:
+    async def decide(self, policy: Policy, request: ChatRequest,
+                     record: bool = True) -> tuple[Decision, Plan, Signals]:
+        """`record=False` (explain): the decision does not count in the share dial's windows."""
         if not self.known_model(policy, request.model):
             raise UnknownModel(request.model)
         signals = Signals(request, self.pii_detector)
@@ -86,16 +99,47 @@ class Router:
 
         complexity = None
         chain = route.simple
+        threshold = None
         if route.split:
             score = await self._ensure_score(policy, signals)
             threshold = self.threshold(policy, route)
+            spec = policy.classifier
+            held = spec.hold_window > 0 and spec.cloud_share is not None and route.threshold is None
+            if held:
+                threshold = self.dial.threshold(route.name, spec.cloud_share or 0.0, spec.hold_window, threshold)
+            asked = request.headers.get(SHARE_HEADER)
+            if asked is not None and route.threshold is None:
+                threshold = self._asked_share(policy, route, asked, threshold, held, reasons)
             complexity = "complex" if score >= threshold else "simple"
             chain = route.complex if complexity == "complex" else route.simple
-            reasons.append(f"score {score:.3f} {'>=' if complexity == 'complex' else '<'} threshold {threshold:.3f}")
+            reasons.append(f"score {score:.3f} {'>=' if complexity == 'complex' else '<'} threshold {threshold:.3f}"
+                           + (f" (held at cloud share {spec.cloud_share:g})" if held else ""))
+            if held and record:
+                self._on_share(route.name, self.dial.observe(route.name, score, complexity == "complex",
+                                                             spec.hold_window))
         chain, spill_reason = self._maybe_spill(policy, route, chain)
         if spill_reason:
             reasons.append(spill_reason)
-        return self._build(policy, route, chain, complexity, reasons, signals)
+        return self._build(policy, route, chain, complexity, reasons, signals, threshold if route.split else None)
+
+    def _asked_share(self, policy: Policy, route: Route, asked: str, threshold: float, held: bool,
+                     reasons: list[str]) -> float:
+        """The threshold for the cloud share a client asked for: only a lower share than the policy's
+        (a higher threshold) unless `classifier.allow_higher_share`."""
+        try:
+            share = float(asked)
+        except ValueError:
+            share = float("nan")
+        if not 0.0 <= share <= 1.0:
+            raise BadShareHeader(asked)
+        spec = policy.classifier
+        own = self._scoring(spec.kind).threshold_for_share(share)
+        if held:
+            own = self.dial.threshold(route.name, share, spec.hold_window, own)
+        chosen = own if spec.allow_higher_share else max(threshold, own)
+        reasons.append(f"cloud share {share:g} asked by the client"
+                       + ("" if chosen == own else " (higher than the policy's: not granted)"))
+        return chosen
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
         if signals.score is None:
@@ -131,7 +175,8 @@ class Router:
         )
         return self._build(policy, route, route.simple, None, [f"model {alias!r} pinned"], signals)
 
-    def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals):
+    def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals,
+               threshold: float | None = None):
         targets, skipped, seen = [], [], set()
         for name in chain:
             if name in seen:
@@ -149,9 +194,11 @@ class Router:
             reasons.append(f"skipped {name}: {why}")
         decision = Decision(
             route=route.name, tier=tier, score=signals.score,
-            threshold=self.threshold(policy, route) if route.split else None,
+            threshold=(threshold if threshold is not None else self.threshold(policy, route)) if route.split else None,
             complexity=complexity, reasons=tuple(reasons), policy_version=policy.version,
             skipped=tuple(skipped),
+            classifier=getattr(self._scoring(policy.classifier.kind), "version", None)
+            if signals.score is not None else None,
         )
         reference = next((policy.models[n] for n in route.complex + route.simple
                           if policy.models[n].tier == "cloud"), None)
