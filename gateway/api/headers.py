@@ -21,6 +21,8 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
                 "ascii", "replace")[:300]))
         if decision.complexity is not None:
             h.append((b"x-gateway-complexity-class", decision.complexity.encode()))
+        if decision.sticky is not None:
+            h.append((b"x-gateway-sticky", decision.sticky.encode()))
     if outcome is not None:
         h.append((b"x-gateway-attempts", str(outcome.tries).encode()))
         h.append((b"x-gateway-fallbacks", str(outcome.fallbacks).encode()))

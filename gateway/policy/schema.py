@@ -34,6 +34,7 @@ class ModelSpec:
     load_probe: str | None = None    # "llamacpp" | "vllm": read the server's own load report
     load_interval: float = 1.0
     line: int = 0
+    kind: str = "chat"               # "chat" | "embedding" (served on /v1/embeddings only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,7 @@ class Policy:
     virtual_models: tuple[str, ...]   # names clients may ask for besides the aliases and "auto"
     uses_score_in_match: bool
     uses_pii: bool
+    sticky_ttl: float | None = 3600.0  # conversations answered by the cloud stay there this long; None: off
 
     def model_names(self) -> list[str]:
         return ["auto", *self.models, *self.virtual_models]

@@ -17,6 +17,8 @@ class Decision:
     reasons: tuple[str, ...]
     policy_version: str
     skipped: tuple[tuple[str, str], ...] = ()  # (model, why) left out of the chain
+    conversation: str | None = None  # the conversation's key in the Store (see router.conversation_key)
+    sticky: str | None = None        # "cloud" when edge targets were skipped because of an earlier turn
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import replace
 from typing import Callable, Protocol
+
+import orjson
 
 from gateway.policy.compile import model_matches
 from gateway.policy.schema import Policy, Route
@@ -11,7 +15,7 @@ from gateway.providers.base import EdgeLoad
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import PiiDetector, RegexPiiDetector
 from gateway.routing.plan import Decision, Plan
-from gateway.routing.request import ChatRequest
+from gateway.routing.request import ChatRequest, message_text
 from gateway.routing.signals import Signals
 
 
@@ -24,24 +28,35 @@ class NoRoute(Exception):
 
 
 LoadFn = Callable[[str], "EdgeLoad | None"]
+CONVERSATION_HEADER = "x-gateway-conversation"
 
 
-class Scoring(Protocol):
-    """The classifier as routing sees it, for one classifier kind of the policy."""
+def conversation_keys(request: ChatRequest) -> tuple[str, str | None]:
+    """Store keys of a conversation: (this turn, the turn before it). With the client's
+    `x-gateway-conversation` id both are that id. Otherwise this turn is the hash of its messages and the
+    turn before is the hash of the messages up to the last assistant message: the request that assistant
+    message answered. Scoped to the caller's API key and the model asked for."""
+    scope = f"{request.key_name or ''}\0{request.model}\0".encode()
+    given = request.headers.get(CONVERSATION_HEADER)
+    if given:
+        key = "conv:" + hashlib.sha256(scope + b"id\0" + given.encode()).hexdigest()[:32]
+        return key, key
+    turns = [(m.get("role"), message_text(m)) for m in request.messages]
+    last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=None)
 
-    default_threshold: float
+    def digest(part: list) -> str:
+        return "conv:" + hashlib.sha256(scope + orjson.dumps(part)).hexdigest()[:32]
 
-    async def score(self, text: str) -> float: ...
-
-    def threshold_for_share(self, cloud_share: float) -> float: ...
+    return digest(turns), digest(turns[:last]) if last is not None else None
 
 
 class Router:
     """Stateless per request, except the spill-over hysteresis per route (local to this process)."""
 
     def __init__(self, scoring: Callable[[str], Scoring], edge_load: LoadFn | None = None,
-                 pii_detector: PiiDetector | None = None, clock=time.monotonic) -> None:
+                 pii_detector: PiiDetector | None = None, clock=time.monotonic, store=None) -> None:
         self._scoring = scoring  # classifier kind -> Scoring
+        self._store = store      # where conversations answered by the cloud tier are remembered
         self._edge_load = edge_load or (lambda name: None)
         self.pii_detector = pii_detector or RegexPiiDetector()
         self._spilled_until: dict[str, float] = {}
@@ -78,9 +93,9 @@ class Router:
                 reasons = why or ["matches every request"]
                 break
         if route is None:
-            if request.model not in policy.models:
+            if request.model not in policy.models or policy.models[request.model].kind != "chat":
                 raise NoRoute(request.model)
-            return self._pinned(policy, request.model, signals)
+            return await self._keep_tier(policy, request, *self._pinned(policy, request.model, signals))
 
         complexity = None
         chain = route.simple
@@ -93,7 +108,28 @@ class Router:
         chain, spill_reason = self._maybe_spill(policy, route, chain)
         if spill_reason:
             reasons.append(spill_reason)
-        return self._build(policy, route, chain, complexity, reasons, signals)
+        return await self._keep_tier(policy, request,
+                                     *self._build(policy, route, chain, complexity, reasons, signals))
+
+    async def _keep_tier(self, policy: Policy, request: ChatRequest, decision: Decision, plan: Plan,
+                         signals: Signals) -> tuple[Decision, Plan, Signals]:
+        """Conversations never move down a tier: once the cloud tier answered a conversation, its later turns
+        skip the plan's edge targets (provider state and prompt caches stay valid). Edge-only routes keep
+        theirs: personal data outranks stickiness. The caller records cloud answers under
+        `decision.conversation`."""
+        cloud = tuple(t for t in plan.targets if t.tier != "edge")
+        if self._store is None or policy.sticky_ttl is None or plan.edge_only or not cloud:
+            return decision, plan, signals
+        this_turn, turn_before = conversation_keys(request)
+        decision = replace(decision, conversation=this_turn)
+        if turn_before is None or len(cloud) == len(plan.targets):
+            return decision, plan, signals
+        if await self._store.cache_get(turn_before) != b"cloud":
+            return decision, plan, signals
+        decision = replace(decision, tier="cloud", sticky="cloud",
+                           reasons=decision.reasons + ("conversation answered by the cloud tier before: "
+                                                       "edge targets skipped",))
+        return decision, replace(plan, targets=cloud), signals
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
         if signals.score is None:
