@@ -403,10 +403,10 @@ def test_anthropic_sdk_message_with_decision_headers(gw, mock, claude):
 
 def test_anthropic_sdk_stream(gw, mock, claude):
     with claude.messages.stream(model="auto", max_tokens=64,
-                                messages=[{"role": "user", "content": "stream me please"}]) as stream:
+                                messages=[{"role": "user", "content": "stream this"}]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text == "mock answer to: stream me please"
+    assert text == "mock answer to: stream this"
     assert final.content[0].text == text and final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 5  # the mock's usage chunk (5 chunks) reached message_delta
 
@@ -501,10 +501,10 @@ def test_openai_sdk_responses_create(gw, mock, oai):
 
 
 def test_openai_sdk_responses_stream(gw, mock, oai):
-    with oai.responses.stream(model="auto", input="stream this one") as stream:
+    with oai.responses.stream(model="auto", input="stream it") as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
-    assert final.output_text == "mock answer to: stream this one"
+    assert final.output_text == "mock answer to: stream it"
     assert final.usage.output_tokens == 5
     assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
                          "response.content_part.added"]
@@ -633,10 +633,10 @@ def test_decision_headers_are_identical_across_dialects(gw, mock):
     seen = []
     for dialect in DIALECTS:
         for stream in (False, True):
-            r = call(gw, dialect, "auto", stream, content="the same question")
+            r = call(gw, dialect, "auto", stream, content="same question")
             assert r.status_code == 200
             seen.append(tuple(r.headers.get(h) for h in DECISION))
-            assert answer_text(dialect, r, stream) == "mock answer to: the same question"
+            assert answer_text(dialect, r, stream) == "mock answer to: same question"
     assert len(set(seen)) == 1 and seen[0][1] == "edge-a"
 
 
