@@ -13,9 +13,10 @@ import httpx
 import openai
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import Gateway
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.api import anthropic as amsg
 from gateway.api import embeddings as emb
 from gateway.api import responses as oresp

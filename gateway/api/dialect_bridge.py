@@ -12,8 +12,9 @@ module changes; the dialect modules' translators stay.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -96,7 +97,7 @@ class _Translating:
             await self._send(message)
             return
         body, more = message.get("body", b""), message.get("more_body", False)
-        if self.streaming:
+        if self.encoder is not None:  # a stream
             out = self._events(body)
             if not more and not self._done:  # the chat stream ended without [DONE]: end the dialect's too
                 out += self.encoder.end()

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.admission.keys import authenticate
-from gateway.api.chat import _new_request_id, _REQUEST_ID, read_body
+from gateway.api.chat import _REQUEST_ID, _new_request_id, read_body
 from gateway.api.headers import decision_headers
 from gateway.api.validate import parse_json
 from gateway.errors import ApiError
@@ -134,8 +134,8 @@ class Embeddings:
             state["outcome"] = outcome
             extra = decision_headers(request_id, policy.version, decision, outcome)
             if raw is None:
-                error = outcome.client_error or outcome.failed
-                if outcome.client_error is not None:
+                error = outcome.client_error
+                if error is not None:
                     status = error.status or 400
                     payload = orjson.dumps(error.body) if isinstance(error.body, dict) and isinstance(
                         error.body.get("error"), dict) else ApiError(status, error.message, code=error.kind).body()
@@ -143,7 +143,8 @@ class Embeddings:
                     await send({"type": "http.response.start", "status": status, "headers": _JSON + extra})
                     await send({"type": "http.response.body", "body": payload})
                     return
-                reason = f"{error.kind}: {error.message}" if error else "no embedding model is available"
+                failed = outcome.failed
+                reason = f"{failed.kind}: {failed.message}" if failed else "no embedding model is available"
                 raise ApiError(503, f"Every embedding target failed ({reason[:180]}).", code="upstreams_unavailable",
                                headers={"retry-after": "30"})
             usage = orjson.loads(raw).get("usage") or {}

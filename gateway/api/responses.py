@@ -406,7 +406,8 @@ class ResponsesStream:
             return b""
         out = [] if self.started else [self._start()]
         self.ended = True
-        error = openai_error.get("error") if isinstance(openai_error.get("error"), dict) else {}
+        found = openai_error.get("error")
+        error: dict = found if isinstance(found, dict) else {}
         message = str(error.get("message") or "the upstream failed")
         code = str(error.get("code") or "server_error")
         out.append(self._event("error", {"code": code, "message": message, "param": None}))

@@ -750,8 +750,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if logging_spec:
         c.unknown_keys(logging_spec, {"prompts"}, "logging")
     log_prompts = bool(c.get(logging_spec, "prompts", bool, "logging", False))
-    conversations = c.mapping(data.get("conversations"), c.line_of(data, "conversations"), "conversations") or {}
-    if conversations:
+    conversations = c.mapping(data.get("conversations"), c.line_of(data, "conversations"), "conversations")
+    if conversations is not None:
         c.unknown_keys(conversations, {"sticky", "ttl"}, "conversations")
     sticky_ttl = c.duration(conversations, "ttl", "conversations", 3600.0)
     if not c.get(conversations, "sticky", bool, "conversations", True):

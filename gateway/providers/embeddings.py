@@ -36,7 +36,7 @@ async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: 
             raw = await response.read()
             if response.status != 200:
                 raise _http_error(response.status, raw, response.headers)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - classified (a cancellation is passed through)
         raise _translate(exc) from None
     try:
         data = orjson.loads(raw)
@@ -48,14 +48,15 @@ async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: 
 
 
 async def _litellm(model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
-    from gateway.providers.litellm_client import _translate as litellm_error, import_litellm
+    from gateway.providers.litellm_client import _translate as litellm_error
+    from gateway.providers.litellm_client import import_litellm
 
     litellm = import_litellm()
     kwargs = {k: v for k, v in body.items() if k not in ("model", "input")}
     kwargs.update({k: v for k, v in deployment.params.items() if v is not None})
     try:
         response = await litellm.aembedding(**kwargs, input=body["input"], timeout=model.timeout, num_retries=0)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - classified (a cancellation is passed through)
         raise litellm_error(exc) from None
     data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
     data.pop("_hidden_params", None)

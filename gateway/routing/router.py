@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -48,6 +49,16 @@ def conversation_keys(request: ChatRequest) -> tuple[str, str | None]:
         return "conv:" + hashlib.sha256(scope + orjson.dumps(part)).hexdigest()[:32]
 
     return digest(turns), digest(turns[:last]) if last is not None else None
+
+
+class Scoring(Protocol):
+    """The classifier as routing sees it, for one classifier kind of the policy."""
+
+    default_threshold: float
+
+    async def score(self, text: str) -> float: ...
+
+    def threshold_for_share(self, cloud_share: float) -> float: ...
 
 
 class Router:
@@ -127,8 +138,8 @@ class Router:
         if await self._store.cache_get(turn_before) != b"cloud":
             return decision, plan, signals
         decision = replace(decision, tier="cloud", sticky="cloud",
-                           reasons=decision.reasons + ("conversation answered by the cloud tier before: "
-                                                       "edge targets skipped",))
+                           reasons=(*decision.reasons,
+                                    "conversation answered by the cloud tier before: edge targets skipped"))
         return decision, replace(plan, targets=cloud), signals
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
