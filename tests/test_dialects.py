@@ -772,3 +772,68 @@ def test_client_given_conversation_id(gw, mock):
     assert r.headers["x-gateway-sticky"] == "cloud" and r.headers["x-gateway-tier"] == "cloud"
     r = _chat(gw, [{"role": "user", "content": "short"}], {"x-gateway-conversation": "conv-given-2"})
     assert r.headers["x-gateway-tier"] == "edge" and "x-gateway-sticky" not in r.headers
+
+
+# ---- the embedded model (llama.cpp in process) through the dialects ------------------------------
+
+def _embedded_missing() -> str | None:
+    try:
+        import llama_cpp  # noqa: F401
+
+        from gateway.providers.embedded import default_gguf_path
+
+        default_gguf_path()
+    except Exception as exc:  # noqa: BLE001 - ImportError, a broken shared library, or no weights
+        return f"the embedded model is not installed: {exc}"
+    return None
+
+
+needs_embedded = pytest.mark.skipif(_embedded_missing() is not None, reason=_embedded_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def edge_gw(tmp_module):
+    from conftest import ROOT
+
+    gateway = Gateway((ROOT / "policies" / "default.yaml").read_text(), tmp_module, env={"OPENAI_API_KEY": ""})
+    yield gateway
+    gateway.stop()
+
+
+@pytest.mark.edge
+@needs_embedded
+def test_anthropic_sdk_against_the_embedded_model(edge_gw):
+    client = anthropic.Anthropic(base_url=edge_gw.base, api_key="unused", max_retries=0, timeout=60)
+    raw = client.messages.with_raw_response.create(
+        model="auto", max_tokens=24, extra_body={"temperature": 0}, system="Answer in one short sentence.",
+        messages=[{"role": "user", "content": "What is the capital of France?"}])
+    message = raw.parse()
+    assert raw.headers["x-gateway-model"] == "local" and raw.headers["x-gateway-tier"] == "edge"
+    assert message.content[0].type == "text" and "Paris" in message.content[0].text
+    assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.input_tokens > 0
+    with client.messages.stream(model="local", max_tokens=2, extra_body={"temperature": 0},
+                                messages=[{"role": "user", "content": "Write a long story about a dragon."}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text.strip() and final.stop_reason == "max_tokens" and final.usage.output_tokens == 2
+
+
+@pytest.mark.edge
+@needs_embedded
+def test_openai_sdk_responses_and_embeddings_against_the_embedded_model(edge_gw):
+    client = openai.OpenAI(base_url=edge_gw.base + "/v1", api_key="unused", max_retries=0, timeout=60)
+    response = client.responses.create(model="auto", input="What is the capital of France?", temperature=0,
+                                       max_output_tokens=24)
+    assert "Paris" in response.output_text and response.usage.input_tokens > 0
+    # A truncated answer ends with response.incomplete, as OpenAI's does (the SDK's stream helper waits for
+    # response.completed only, so the events are read as they come).
+    events = list(client.responses.create(model="local", input="Write a long story about a dragon.",
+                                          temperature=0, max_output_tokens=3, stream=True))
+    assert [e.type for e in events][:2] == ["response.created", "response.in_progress"]
+    final = events[-1]
+    assert final.type == "response.incomplete" and final.response.incomplete_details.reason == "max_output_tokens"
+    assert final.response.output_text.strip() and final.response.usage.output_tokens == 3
+    with pytest.raises(openai.BadRequestError, match="chat model"):
+        client.embeddings.create(model="local", input="x")
+    with pytest.raises(openai.NotFoundError, match="no embedding model"):
+        client.embeddings.create(model="auto", input="x")
