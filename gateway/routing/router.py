@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Protocol
 
 import orjson
@@ -37,18 +36,21 @@ def conversation_keys(request: ChatRequest) -> tuple[str, str | None]:
     `x-gateway-conversation` id both are that id. Otherwise this turn is the hash of its messages and the
     turn before is the hash of the messages up to the last assistant message: the request that assistant
     message answered. Scoped to the caller's API key and the model asked for."""
-    scope = f"{request.key_name or ''}\0{request.model}\0".encode()
     given = request.headers.get(CONVERSATION_HEADER)
     if given:
-        key = "conv:" + hashlib.sha256(scope + b"id\0" + given.encode()).hexdigest()[:32]
+        key = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, "id", given])).hexdigest()
         return key, key
-    turns = [(m.get("role"), message_text(m)) for m in request.messages]
-    last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=None)
-
-    def digest(part: list) -> str:
-        return "conv:" + hashlib.sha256(scope + orjson.dumps(part)).hexdigest()[:32]
-
-    return digest(turns), digest(turns[:last]) if last is not None else None
+    turns, last = [], None
+    for message in request.messages:
+        role = message.get("role")
+        if role == "assistant":
+            last = len(turns)
+        turns.append((role, message_text(message)))
+    this_turn = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, turns])).hexdigest()
+    if last is None:
+        return this_turn, None
+    before = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, turns[:last]])).hexdigest()
+    return this_turn, before
 
 
 class Scoring(Protocol):
@@ -106,7 +108,7 @@ class Router:
         if route is None:
             if request.model not in policy.models or policy.models[request.model].kind != "chat":
                 raise NoRoute(request.model)
-            return await self._keep_tier(policy, request, *self._pinned(policy, request.model, signals))
+            return await self._pinned(policy, request, request.model, signals)
 
         complexity = None
         chain = route.simple
@@ -119,28 +121,30 @@ class Router:
         chain, spill_reason = self._maybe_spill(policy, route, chain)
         if spill_reason:
             reasons.append(spill_reason)
-        return await self._keep_tier(policy, request,
-                                     *self._build(policy, route, chain, complexity, reasons, signals))
+        conversation, sticky_chain = await self._keep_tier(policy, request, chain, route.edge_only, reasons)
+        return self._build(policy, route, sticky_chain or chain, complexity, reasons, signals, conversation,
+                           sticky_chain is not None)
 
-    async def _keep_tier(self, policy: Policy, request: ChatRequest, decision: Decision, plan: Plan,
-                         signals: Signals) -> tuple[Decision, Plan, Signals]:
-        """Conversations never move down a tier: once the cloud tier answered a conversation, its later turns
-        skip the plan's edge targets (provider state and prompt caches stay valid). Edge-only routes keep
-        theirs: personal data outranks stickiness. The caller records cloud answers under
-        `decision.conversation`."""
-        cloud = tuple(t for t in plan.targets if t.tier != "edge")
-        if self._store is None or policy.sticky_ttl is None or plan.edge_only or not cloud:
-            return decision, plan, signals
+    async def _keep_tier(self, policy: Policy, request: ChatRequest, chain: tuple[str, ...], edge_only: bool,
+                         reasons: list[str]) -> tuple[str | None, tuple[str, ...] | None]:
+        """Conversations never move down a tier: once the cloud tier answered a turn, the next turns skip the
+        chain's edge models (provider state and prompt caches stay valid). Edge-only routes keep theirs:
+        personal data outranks stickiness. Returns the key this turn is recorded under when the cloud
+        answers it (None when the chain cannot reach the cloud), and the chain without its edge models when
+        an earlier turn went to the cloud (else None)."""
+        if self._store is None or policy.sticky_ttl is None or edge_only:
+            return None, None
+        models = policy.models
+        cloud = tuple([n for n in chain if models[n].tier != "edge"])
+        if not cloud:
+            return None, None
         this_turn, turn_before = conversation_keys(request)
-        decision = replace(decision, conversation=this_turn)
-        if turn_before is None or len(cloud) == len(plan.targets):
-            return decision, plan, signals
+        if turn_before is None or len(cloud) == len(chain) or not any(models[n].available for n in cloud):
+            return this_turn, None
         if await self._store.cache_get(turn_before) != b"cloud":
-            return decision, plan, signals
-        decision = replace(decision, tier="cloud", sticky="cloud",
-                           reasons=(*decision.reasons,
-                                    "conversation answered by the cloud tier before: edge targets skipped"))
-        return decision, replace(plan, targets=cloud), signals
+            return this_turn, None
+        reasons.append("conversation answered by the cloud tier before: edge targets skipped")
+        return this_turn, cloud
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
         if signals.score is None:
@@ -167,16 +171,21 @@ class Router:
         depth = load.queue_depth if load else "?"
         return spill.to + rest, f"spilled over: edge queue {depth}"
 
-    def _pinned(self, policy: Policy, alias: str, signals: Signals) -> tuple[Decision, Plan, Signals]:
+    async def _pinned(self, policy: Policy, request: ChatRequest, alias: str,
+                      signals: Signals) -> tuple[Decision, Plan, Signals]:
         model = policy.models[alias]
         route = Route(
             name=f"model:{alias}", when=None, simple=(alias, *model.fallbacks), complex=(), split=False,
             threshold=None, edge_only=False, retry=policy.retry, degrade=policy.degrade, cache=None,
             spillover=None, deadline=policy.deadline,
         )
-        return self._build(policy, route, route.simple, None, [f"model {alias!r} pinned"], signals)
+        reasons = [f"model {alias!r} pinned"]
+        conversation, sticky_chain = await self._keep_tier(policy, request, route.simple, False, reasons)
+        return self._build(policy, route, sticky_chain or route.simple, None, reasons, signals, conversation,
+                           sticky_chain is not None)
 
-    def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals):
+    def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals,
+               conversation: str | None = None, sticky: bool = False):
         targets, skipped, seen = [], [], set()
         for name in chain:
             if name in seen:
@@ -196,7 +205,8 @@ class Router:
             route=route.name, tier=tier, score=signals.score,
             threshold=self.threshold(policy, route) if route.split else None,
             complexity=complexity, reasons=tuple(reasons), policy_version=policy.version,
-            skipped=tuple(skipped),
+            skipped=tuple(skipped), conversation=conversation,
+            sticky="cloud" if sticky else None,
         )
         reference = next((policy.models[n] for n in route.complex + route.simple
                           if policy.models[n].tier == "cloud"), None)
