@@ -701,6 +701,32 @@ def test_failure_mid_stream_ends_with_the_dialects_error_event(gw, mock, dialect
         assert events[-1][1]["response"]["status"] == "failed"
 
 
+
+@pytest.mark.parametrize("dialect", ["messages", "responses"])
+def test_client_disconnect_cancels_the_upstream_stream(gw, mock, dialect):
+    mock.script(f"mid-{dialect}", [{"content": " ".join(["word"] * 200), "chunks": 200, "chunk_delay": 0.05}])
+    path, body = {"messages": ("/v1/messages", {"max_tokens": 500, "messages": [{"role": "user", "content": "x"}]}),
+                  "responses": ("/v1/responses", {"input": "x"})}[dialect]
+    with httpx.stream("POST", gw.base + path, headers=AUTH, timeout=30,
+                      json={"model": f"mid-{dialect}", "stream": True, **body}) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("event: ")
+        [next(lines) for _ in range(8)]
+    time.sleep(0.6)
+    assert mock.requests(f"mid-{dialect}")[0]["aborted"]
+
+
+@pytest.mark.parametrize("dialect", ["messages", "responses"])
+def test_client_disconnect_cancels_a_non_stream_call(gw, mock, dialect):
+    mock.script(f"rp-{dialect}", [{"delay": 1.0}])
+    with pytest.raises(httpx.ReadTimeout):
+        call_with_timeout = httpx.Timeout(0.3)
+        path, body = {"messages": ("/v1/messages", {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+                      "responses": ("/v1/responses", {"input": "x"})}[dialect]
+        httpx.post(gw.base + path, headers=AUTH, json={"model": f"retry-{dialect}", **body}, timeout=call_with_timeout)
+    time.sleep(1.2)
+    assert mock.requests(f"rp-{dialect}")[0]["aborted"]
+
 # ---- conversations never move down a tier --------------------------------------------------------
 
 LONG = "Prove that the sum of the first n odd numbers is n squared, step by step. " * 10
