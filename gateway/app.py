@@ -16,7 +16,7 @@ from starlette.routing import Route
 from gateway.admission.limits import RateLimiter
 from gateway.api.admin import admin_endpoints
 from gateway.api.chat import ChatCompletions
-from gateway.api.dialect_bridge import DIALECTS, CountTokens, DialectEndpoint
+from gateway.api.dialect_bridge import DIALECTS, ENDPOINTS, CountTokens
 from gateway.api.embeddings import Embeddings
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
@@ -232,9 +232,9 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
     routes = [
         Route("/v1/chat/completions", chat, methods=None),
         Route("/chat/completions", chat, methods=None),
-        Route("/v1/messages", DialectEndpoint(runtime, chat, DIALECTS["anthropic"]()), methods=None),
+        Route("/v1/messages", ENDPOINTS["anthropic"](runtime, chat, DIALECTS["anthropic"]()), methods=None),
         Route("/v1/messages/count_tokens", CountTokens(runtime), methods=None),
-        Route("/v1/responses", DialectEndpoint(runtime, chat, DIALECTS["responses"]()), methods=None),
+        Route("/v1/responses", ENDPOINTS["responses"](runtime, chat, DIALECTS["responses"]()), methods=None),
         Route("/v1/embeddings", Embeddings(runtime), methods=None),
         Route("/v1/models", models_endpoint(runtime), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -26,6 +26,7 @@ from gateway.routing.request import ChatRequest
 from gateway.routing.router import conversation_keys
 
 KEY = "sk-dialects-test"
+OTHER_KEY = "sk-dialects-other"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -342,6 +343,7 @@ def _policy(url: str, dead: int) -> str:
         f"  - {{name: deadline-{d}, when: {{model: deadline-{d}}}, targets: [hang-{d}], deadline: 1500ms}}\n"
         f"  - {{name: mid-{d}, when: {{model: mid-{d}}}, targets: [mid-{d}]}}" for d in DIALECTS)
     digest = hashlib.sha256(KEY.encode()).hexdigest()
+    other = hashlib.sha256(OTHER_KEY.encode()).hexdigest()
     return f"""
 version: 1
 models:
@@ -363,10 +365,12 @@ routes:
   - {{name: auto, when: {{model: auto}}, simple: [edge-a, cloud-a], complex: [cloud-a, edge-a]}}
 retry: {{attempts: 3, backoff: {{initial: 20ms, max: 100ms, jitter: full}}}}
 breaker: {{failures: 100, window: 10s, cooldown: 1s}}
+responses: {{store: true, ttl: 10m}}
 auth:
   required: true
   keys:
     - {{name: tester, sha256: {digest}}}
+    - {{name: other, sha256: {other}}}
 """
 
 
@@ -536,12 +540,51 @@ def test_openai_sdk_responses_function_call_round_trip(gw, mock, oai):
 def test_responses_errors_in_openai_shape(gw, mock, oai):
     with pytest.raises(openai.BadRequestError) as caught:
         oai.responses.create(model="auto", input="x", previous_response_id="resp_123")
-    assert "previous_response_id" in caught.value.message
+    assert "resp_123' not found" in caught.value.message and caught.value.param == "previous_response_id"
     with pytest.raises(openai.NotFoundError):
         oai.responses.create(model="no-such-model", input="x")
     r = httpx.post(gw.base + "/v1/responses", headers=AUTH, json={"model": "auto", "input": 5}, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
     assert not mock.requests()
+
+
+def test_stored_responses_continue_with_previous_response_id(gw, mock, oai):
+    first = oai.responses.create(model="auto", instructions="Be brief.", input="My name is Ada.")
+    assert first.store is True
+    second = oai.responses.create(model="auto", input="What is my name?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id
+    assert mock.requests("edge-a")[-1]["body"]["messages"] == [  # the instructions are not carried over
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "mock answer to: My name is Ada."},
+        {"role": "user", "content": "What is my name?"}]
+    with oai.responses.stream(model="auto", input="Thanks.", previous_response_id=second.id) as stream:
+        third = stream.get_final_response()
+    assert len(mock.requests("edge-a")[-1]["body"]["messages"]) == 5
+    oai.responses.create(model="auto", input="Bye.", previous_response_id=third.id)  # a streamed turn is kept too
+    assert [m["content"] for m in mock.requests("edge-a")[-1]["body"]["messages"]][-3:] == [
+        "Thanks.", "mock answer to: Thanks.", "Bye."]
+    unstored = oai.responses.create(model="auto", input="Forget this.", store=False)
+    assert unstored.store is False
+    with pytest.raises(openai.BadRequestError, match="not found"):
+        oai.responses.create(model="auto", input="x", previous_response_id=unstored.id)
+    other = openai.OpenAI(base_url=gw.base + "/v1", api_key=OTHER_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="not found"):  # stored answers belong to their key
+        other.responses.create(model="auto", input="x", previous_response_id=first.id)
+
+
+def test_stored_function_call_is_answered_with_its_output_only(gw, mock, oai):
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    mock.script("tools-a", [{"tool_call": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}])
+    first = oai.responses.create(model="tools", input="Weather in Rome?", tools=tools)
+    call = first.output[0]
+    second = oai.responses.create(model="tools", tools=tools, previous_response_id=first.id, input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": "25C"}])
+    assert second.output_text.startswith("mock answer")
+    sent = mock.requests("tools-a")[-1]["body"]["messages"]
+    assert sent[0] == {"role": "user", "content": "Weather in Rome?"}
+    assert sent[1]["tool_calls"][0]["id"] == call.call_id and sent[1]["tool_calls"][0]["function"]["name"] == (
+        "get_weather")
+    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "25C"}
 
 
 def test_openai_sdk_embeddings(gw, mock, oai):
@@ -755,6 +798,11 @@ def test_policy_conversations_switch():
     assert compile_policy(base + "conversations: {ttl: 10m}\n", env={}).sticky_ttl == 600.0
     with pytest.raises(PolicyInvalid, match="unknown key 'stickiness'"):
         compile_policy(base + "conversations: {stickiness: true}\n", env={})
+    assert compile_policy(base, env={}).responses_ttl is None  # responses are kept only when asked
+    assert compile_policy(base + "responses: {store: true}\n", env={}).responses_ttl == 3600.0
+    assert compile_policy(base + "responses: {store: true, ttl: 5m}\n", env={}).responses_ttl == 300.0
+    with pytest.raises(PolicyInvalid, match="responses.store must be true or false"):
+        compile_policy(base + "responses: {store: yes please}\n", env={})
 
 
 def _chat(gw, messages, headers=None):
@@ -859,6 +907,9 @@ def test_openai_sdk_responses_and_embeddings_against_the_embedded_model(edge_gw)
     final = events[-1]
     assert final.type == "response.incomplete" and final.response.incomplete_details.reason == "max_output_tokens"
     assert final.response.output_text.strip() and final.response.usage.output_tokens == 3
+    with pytest.raises(openai.BadRequestError, match="does not store responses"):  # the default policy keeps none
+        client.responses.create(model="auto", input="x", previous_response_id=response.id)
+    assert response.store is False
     with pytest.raises(openai.BadRequestError, match="chat model"):
         client.embeddings.create(model="local", input="x")
     with pytest.raises(openai.NotFoundError, match="no embedding model"):

@@ -11,8 +11,9 @@ module changes; the dialect modules' translators stay.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,10 +71,12 @@ class _Translating:
     """The `send` handed to the chat endpoint: holds the response start until the first body bytes show
     whether the answer is an error, a JSON completion or a stream, then sends the dialect's version."""
 
-    def __init__(self, send, dialect: Dialect, request: dict) -> None:
+    def __init__(self, send, dialect: Dialect, request: dict,
+                 on_final: Callable[[dict], Awaitable[None]] | None = None) -> None:
         self._send = send
         self.dialect = dialect
         self.request = request
+        self.on_final = on_final  # awaited with the finished answer before its last bytes go out
         self.status = 0
         self.headers: list = []
         self.streaming = False
@@ -101,23 +104,30 @@ class _Translating:
             out = self._events(body)
             if not more and not self._done:  # the chat stream ended without [DONE]: end the dialect's too
                 out += self.encoder.end()
+            final = getattr(self.encoder, "final", None)
+            if final is not None and self.on_final is not None:
+                on_final, self.on_final = self.on_final, None
+                await on_final(final)
             await self._send({"type": "http.response.body", "body": out, "more_body": more})
             return
         self._json.append(body)
         if more:
             return
-        await self._send({"type": "http.response.start", "status": self.status,
-                          "headers": [(b"content-type", _JSON_TYPE), *self.headers]})
-        await self._send({"type": "http.response.body", "body": self._answer(b"".join(self._json))})
-
-    def _answer(self, raw: bytes) -> bytes:
         try:
-            data = orjson.loads(raw)
+            data = orjson.loads(b"".join(self._json))
         except orjson.JSONDecodeError:
             data = None
         if self.status != 200 or not isinstance(data, dict) or "error" in data:
-            return self.dialect.error(self.status if self.status != 200 else 502, data)
-        return orjson.dumps(self.dialect.completion(data, self.request))
+            self.status = self.status if self.status != 200 else 502
+            payload = self.dialect.error(self.status, data)
+        else:
+            answer = self.dialect.completion(data, self.request)
+            if self.on_final is not None:
+                await self.on_final(answer)
+            payload = orjson.dumps(answer)
+        await self._send({"type": "http.response.start", "status": self.status,
+                          "headers": [(b"content-type", _JSON_TYPE), *self.headers]})
+        await self._send({"type": "http.response.body", "body": payload})
 
     def _events(self, data: bytes) -> bytes:
         """Translate every complete `data:` event in the bytes received so far."""
@@ -171,7 +181,7 @@ class DialectEndpoint:
             return
         try:
             request = await read_json(receive, scope, self.rt.settings.max_body_bytes)
-            chat_body = self.dialect.to_chat(request)
+            chat_body, echo, on_final = await self.prepare(request, scope)
         except ApiError as exc:
             await send_error(send, self.dialect, exc)
             return
@@ -188,7 +198,56 @@ class DialectEndpoint:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()  # after the body: the client's own disconnect, which cancels the work
 
-        await self.chat(inner, inner_receive, _Translating(send, self.dialect, request))
+        await self.chat(inner, inner_receive, _Translating(send, self.dialect, echo, on_final))
+
+    async def prepare(self, request: dict, scope) -> tuple[dict, dict, Callable[[dict], Awaitable[None]] | None]:
+        """(the chat body, the request as the answer echoes it, what to run with the finished answer)."""
+        return self.dialect.to_chat(request), request, None
+
+
+class ResponsesEndpoint(DialectEndpoint):
+    """/v1/responses with `previous_response_id` when the policy keeps responses (`responses: {store: true}`):
+    each stored answer is the chat conversation so far (without the request's `instructions`, which OpenAI
+    does not carry over either) plus the assistant's turn, kept under its response id for the caller's key
+    only, for the policy's `ttl`."""
+
+    async def prepare(self, request: dict, scope) -> tuple[dict, dict, Callable[[dict], Awaitable[None]] | None]:
+        from gateway.admission.keys import bearer
+        from gateway.api.responses import assistant_message
+
+        rt = self.rt
+        ttl = rt.policies.current.responses_ttl
+        if ttl is None:  # nothing is kept: to_chat refuses previous_response_id
+            return self.dialect.to_chat(request), {**request, "store": False}, None
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        caller = hashlib.sha256((bearer(headers) or "").encode()).hexdigest()[:24]
+        previous = request.get("previous_response_id")
+        history: list = []
+        if previous is not None:
+            if not isinstance(previous, str) or not previous:
+                raise ApiError(400, "'previous_response_id' must be a response id.", param="previous_response_id",
+                               code="invalid_type")
+            stored = await rt.store.cache_get(f"resp:{caller}:{previous}")
+            if stored is None:
+                raise ApiError(400, f"Previous response with id '{previous}' not found (it was not stored, has "
+                                    "expired, or belongs to another key).", param="previous_response_id",
+                               code="previous_response_not_found")
+            history = orjson.loads(stored)
+        chat = self.dialect.to_chat({**request, "previous_response_id": None})
+        start = 1 if request.get("instructions") else 0  # the instructions' system message comes first
+        chat["messages"][start:start] = history
+        keep = request.get("store") is not False
+        echo = {**request, "store": keep}
+        if not keep:
+            return chat, echo, None
+        turns = chat["messages"][start:]
+
+        async def remember(answer: dict) -> None:
+            if answer.get("status") in ("completed", "incomplete"):
+                record = orjson.dumps([*turns, assistant_message(answer)])
+                await rt.store.cache_set(f"resp:{caller}:{answer['id']}", record, ttl)
+
+        return chat, echo, remember
 
 
 def _anthropic() -> Dialect:
@@ -208,6 +267,7 @@ def _responses() -> Dialect:
 
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {"anthropic": _anthropic, "responses": _responses}
+ENDPOINTS: dict[str, type[DialectEndpoint]] = {"anthropic": DialectEndpoint, "responses": ResponsesEndpoint}
 
 
 class CountTokens:

@@ -4,9 +4,11 @@
 `encode_completion` and `ResponsesStream` turn the chat pipeline's answer and stream chunks into a
 `response` object and Responses stream events. Errors keep OpenAI's shape. Nothing here does I/O.
 
-The gateway stores nothing for this API: `store` is answered as false, `previous_response_id` and
-`item_reference` are refused with a 400, and `background` is refused. Dropped on the way in: `reasoning`
-items and options, `truncation`, `metadata`, `include`.
+Stored responses (`previous_response_id`) exist only when the policy keeps them (`responses: {store: true}`);
+the endpoint then loads the earlier turns and answers `store` as the request's `store` (default true),
+otherwise `store` is answered as false and `previous_response_id` is refused with a 400. `item_reference`
+and `background` are refused. Dropped on the way in: `reasoning` items and options, `truncation`,
+`metadata`, `include`.
 """
 
 from __future__ import annotations
@@ -245,8 +247,9 @@ class _Shell:
             "error": error, "incomplete_details": {"reason": incomplete} if incomplete else None,
             "instructions": r.get("instructions"), "max_output_tokens": r.get("max_output_tokens"),
             "model": model or r.get("model", ""), "output": output,
-            "parallel_tool_calls": r.get("parallel_tool_calls", True), "previous_response_id": None,
-            "reasoning": {"effort": None, "summary": None}, "store": False,
+            "parallel_tool_calls": r.get("parallel_tool_calls", True),
+            "previous_response_id": r.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None}, "store": r.get("store") is True,
             "temperature": r.get("temperature"), "text": r.get("text") or {"format": {"type": "text"}},
             "tool_choice": r.get("tool_choice", "auto"), "tools": r.get("tools") or [],
             "top_p": r.get("top_p"), "truncation": "disabled", "usage": usage,
@@ -309,6 +312,7 @@ class ResponsesStream:
         self.calls: dict[int, int] = {}     # chat tool index -> output index
         self.finish_reason: Any = None
         self.usage: dict | None = None
+        self.final: dict | None = None      # the finished response, once response.completed is out
 
     def _event(self, kind: str, data: dict) -> bytes:
         payload = {"type": kind, "sequence_number": self.seq, **data}
@@ -396,7 +400,7 @@ class ResponsesStream:
         self.ended = True
         out.append(self._close())
         status, incomplete = _final_status(self.finish_reason)
-        response = self.shell.response(self.model, status, self.output, self.usage, incomplete)
+        response = self.final = self.shell.response(self.model, status, self.output, self.usage, incomplete)
         out.append(self._event("response.completed" if status == "completed" else "response.incomplete",
                                {"response": response}))
         return b"".join(out)
@@ -414,6 +418,22 @@ class ResponsesStream:
         out.append(self._event("response.failed", {"response": self.shell.response(
             self.model, "failed", self.output, self.usage, error={"code": "server_error", "message": message})}))
         return b"".join(out)
+
+
+def assistant_message(response: dict) -> dict:
+    """A finished response's output as the chat assistant message it stands for (kept for the next turn)."""
+    texts: list[str] = []
+    calls: list[dict] = []
+    for item in response.get("output") or []:
+        if item.get("type") == "message":
+            texts.extend(p.get("text", "") for p in item.get("content") or [] if p.get("type") == "output_text")
+        elif item.get("type") == "function_call":
+            calls.append({"id": item["call_id"], "type": "function",
+                          "function": {"name": item["name"], "arguments": item["arguments"]}})
+    message: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
 
 
 def error_body(status: int, openai_error: dict | None) -> bytes:

@@ -638,7 +638,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if not isinstance(data, dict):
         raise PolicyInvalid([PolicyError(source, 1, "the policy must be a mapping at the top level")])
     c.unknown_keys(data, {"version", "models", "routes", "classifier", "retry", "breaker", "degrade",
-                          "deadline", "auth", "limits", "logging", "conversations"}, "the policy")
+                          "deadline", "auth", "limits", "logging", "conversations", "responses"},
+                   "the policy")
     version = data.get("version", 1)
     if version != 1:
         c.err(c.line_of(data, "version"), f"unsupported policy version {version!r} (this gateway reads 1)")
@@ -756,6 +757,12 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     sticky_ttl = c.duration(conversations, "ttl", "conversations", 3600.0)
     if not c.get(conversations, "sticky", bool, "conversations", True):
         sticky_ttl = None
+    responses = c.mapping(data.get("responses"), c.line_of(data, "responses"), "responses")
+    if responses is not None:
+        c.unknown_keys(responses, {"store", "ttl"}, "responses")
+    responses_ttl = c.duration(responses, "ttl", "responses", 3600.0)
+    if not c.get(responses, "store", bool, "responses", False):
+        responses_ttl = None
 
     if c.errors:
         raise PolicyInvalid(c.errors)
@@ -788,6 +795,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         uses_score_in_match=any(r.when.uses_score for r in routes),
         uses_pii=any(r.when.uses_pii for r in routes),
         sticky_ttl=sticky_ttl,
+        responses_ttl=responses_ttl,
     )
 
 

@@ -182,6 +182,7 @@ class Policy:
     uses_score_in_match: bool
     uses_pii: bool
     sticky_ttl: float | None = 3600.0  # conversations answered by the cloud stay there this long; None: off
+    responses_ttl: float | None = None  # Responses API answers kept this long for previous_response_id; None: off
 
     def model_names(self) -> list[str]:
         return ["auto", *self.models, *self.virtual_models]
