@@ -1,4 +1,4 @@
-"""OpenAI Responses dialect (`POST /v1/responses`, stateless): pure translators.
+"""OpenAI Responses dialect (`POST /v1/responses`): pure translators.
 
 `to_chat` turns a Responses request into a Chat Completions body (the gateway's neutral form today);
 `encode_completion` and `ResponsesStream` turn the chat pipeline's answer and stream chunks into a
