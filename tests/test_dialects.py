@@ -290,6 +290,58 @@ def test_responses_stream_is_well_formed(pieces, tool_args):
     assert final["usage"]["input_tokens"] == 2 and final["usage"]["output_tokens"] == 5
 
 
+_json = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                     max_leaves=8)
+_block = st.fixed_dictionaries({"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "x"])},
+                               optional={"text": _json, "source": _json, "id": _json, "name": _json, "input": _json,
+                                         "tool_use_id": _json, "content": _json, "is_error": _json})
+_anthropic_body = st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["auto", ""]) | _json, "max_tokens": st.integers(-1, 5) | _json,
+    "system": _json | st.lists(_block, max_size=2), "stream": _json, "stop_sequences": _json, "metadata": _json,
+    "temperature": _json, "top_p": _json, "tools": _json | st.lists(st.dictionaries(
+        st.sampled_from(["name", "input_schema", "type", "description"]), _json), max_size=2),
+    "tool_choice": _json,
+    "messages": _json | st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"])},
+                                                       optional={"content": _json | st.lists(_block, max_size=3)}),
+                                 max_size=3)})
+_item = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x"]),
+    "role": st.sampled_from(["user", "assistant", "system", "x"]), "call_id": _json, "name": _json,
+    "arguments": _json, "output": _json, "content": _json | st.lists(st.fixed_dictionaries(
+        {"type": st.sampled_from(["input_text", "output_text", "input_image", "refusal", "x"])},
+        optional={"text": _json, "image_url": _json, "detail": _json}), max_size=2)})
+_responses_body = st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["auto", ""]) | _json, "input": _json | st.lists(_item, max_size=3),
+    "instructions": _json, "max_output_tokens": _json, "stream": _json, "tools": _json | st.lists(
+        st.dictionaries(st.sampled_from(["type", "name", "parameters", "strict"]), _json), max_size=2),
+    "tool_choice": _json, "text": _json, "previous_response_id": _json, "user": _json})
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_anthropic_body)
+def test_anthropic_translation_of_any_body_is_a_chat_body_or_a_400(body):
+    try:
+        chat = amsg.to_chat(body)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.param
+        return
+    assert isinstance(chat["messages"], list) and chat["messages"]
+    assert all(m["role"] in ("system", "user", "assistant", "tool") for m in chat["messages"])
+    orjson.dumps(chat)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_responses_body)
+def test_responses_translation_of_any_body_is_a_chat_body_or_a_400(body):
+    try:
+        chat = oresp.to_chat(body)
+    except ApiError as exc:
+        assert exc.status == 400 and exc.param
+        return
+    assert isinstance(chat["messages"], list) and any(m["role"] != "system" for m in chat["messages"])
+    orjson.dumps(chat)
+
 def test_embedding_input_checks():
     assert emb.validate({"model": "auto", "input": "hi"}) == ("auto", ["hi"])
     assert emb.validate({"model": "auto", "input": [[1, 2], [3]]})[1] == [" " * 8, " " * 4]
@@ -625,6 +677,25 @@ def test_embeddings_retry_fallback_and_errors(gw, mock, oai):
                    json={"model": "emb-edge", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 400  # an embedding model is not a chat target
 
+
+
+@settings(max_examples=80, deadline=None)
+@given(body=_anthropic_body)
+def test_gateway_answers_any_messages_body_without_a_5xx(gw, body):
+    r = httpx.post(gw.base + "/v1/messages", headers={"x-api-key": KEY}, json=body, timeout=30)
+    assert r.status_code < 500, r.text
+    if r.status_code != 200:
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] in ("invalid_request_error",
+                                                                             "not_found_error")
+
+
+@settings(max_examples=80, deadline=None)
+@given(body=_responses_body)
+def test_gateway_answers_any_responses_body_without_a_5xx(gw, body):
+    r = httpx.post(gw.base + "/v1/responses", headers=AUTH, json=body, timeout=30)
+    assert r.status_code < 500, r.text
+    if r.status_code != 200:
+        assert r.json()["error"]["type"] in ("invalid_request_error", "not_found_error")
 
 # ---- one resilience suite, every dialect ---------------------------------------------------------
 
