@@ -522,9 +522,11 @@ def test_anthropic_errors_in_anthropic_shape(gw, mock, claude):
     for payload in ({"model": "auto", "messages": [{"role": "user", "content": "x"}]}, b"{not json", b"[1]",
                     {"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "x"}]}]}):
         kwargs = {"content": payload} if isinstance(payload, bytes) else {"json": payload}
-        r = httpx.post(gw.base + "/v1/messages", headers={"x-api-key": KEY}, timeout=10, **kwargs)
+        r = httpx.post(gw.base + "/v1/messages", headers={"x-api-key": KEY, "x-request-id": "bad-1"}, timeout=10,
+                       **kwargs)
         assert r.status_code == 400, r.text
         assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+        assert r.headers["x-request-id"] == "bad-1" and r.headers["x-gateway-policy-version"]
     r = httpx.get(gw.base + "/v1/messages", headers={"x-api-key": KEY}, timeout=10)
     assert r.status_code == 405 and r.json()["type"] == "error"
     assert not mock.requests()

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.api.chat import read_body
+from gateway.api.chat import _REQUEST_ID, _new_request_id, read_body
 from gateway.api.validate import parse_json
 from gateway.errors import ApiError
 
@@ -58,6 +58,12 @@ async def send_error(send, dialect: Dialect, exc: ApiError, extra: list | None =
                *((k.encode(), str(v).encode()) for k, v in exc.headers.items())]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": dialect.error(exc.status, error_dict(exc))})
+
+
+def _id_headers(scope, policy_version: str) -> list[tuple[bytes, bytes]]:
+    given = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-request-id"), None)
+    request_id = given if given and _REQUEST_ID.match(given) else _new_request_id()
+    return [(b"x-request-id", request_id.encode()), (b"x-gateway-policy-version", policy_version.encode())]
 
 
 async def read_json(receive, scope, limit: int) -> dict:
@@ -182,8 +188,8 @@ class DialectEndpoint:
         try:
             request = await read_json(receive, scope, self.rt.settings.max_body_bytes)
             chat_body, echo, on_final = await self.prepare(request, scope)
-        except ApiError as exc:
-            await send_error(send, self.dialect, exc)
+        except ApiError as exc:  # answered here, with the headers the chat endpoint puts on its errors
+            await send_error(send, self.dialect, exc, _id_headers(scope, self.rt.policies.current.version))
             return
         raw = orjson.dumps(chat_body)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP_HEADERS]
