@@ -23,7 +23,8 @@ def authenticate(policy: Policy, headers: dict) -> KeySpec | None:
         return find_key(policy, presented) if presented and policy.keys else None
     presented = bearer(headers)
     if not presented:
-        raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+        raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
+                       code="invalid_api_key")
     key = find_key(policy, presented)
     if key is None:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
