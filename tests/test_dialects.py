@@ -878,6 +878,53 @@ def test_policy_conversations_switch():
         compile_policy(base + "responses: {store: yes please}\n", env={})
 
 
+STICKY_POLICY = """
+version: 1
+models:
+  edge-a: {tier: edge, litellm: {model: openai/edge-a, api_base: "http://127.0.0.1:9/v1"}}
+  cloud-a: {tier: cloud, optional: true, litellm: {model: openai/cloud-a, api_base: "http://127.0.0.1:9/v1",
+            api_key: "env:STICKY_TEST_KEY"}}
+classifier: {kind: length}
+routes:
+  - {name: auto, when: {model: auto}, targets: [edge-a, cloud-a]}
+"""
+
+
+async def test_router_keeps_a_cloud_conversation_on_the_cloud_only_when_the_cloud_can_serve():
+    from gateway.routing.router import Router
+    from gateway.state.memory import MemoryStore
+
+    class Length:
+        default_threshold = 0.5
+
+        async def score(self, text: str) -> float:
+            return 0.0
+
+        def threshold_for_share(self, share: float) -> float:
+            return 0.5
+
+    store = MemoryStore()
+    router = Router(lambda kind: Length(), store=store)
+    turn1 = [{"role": "user", "content": "Plan my trip."}]
+    turn2 = turn1 + [{"role": "assistant", "content": "Where to?"}, {"role": "user", "content": "Rome."}]
+    first = ChatRequest({}, b"", "auto", False, turn1)
+    later = ChatRequest({}, b"", "auto", False, turn2)
+    policy = compile_policy(STICKY_POLICY, env={"STICKY_TEST_KEY": "k"})
+    decision, plan, _ = await router.decide(policy, first)
+    assert decision.conversation == conversation_keys(first)[0] and decision.sticky is None
+    decision, plan, _ = await router.decide(policy, later)
+    assert [t.name for t in plan.targets] == ["edge-a", "cloud-a"] and decision.sticky is None  # not answered yet
+    await store.cache_set(conversation_keys(first)[0], b"cloud", 60)  # what the app records after a cloud answer
+    decision, plan, _ = await router.decide(policy, later)
+    assert [t.name for t in plan.targets] == ["cloud-a"] and decision.sticky == "cloud" and decision.tier == "cloud"
+    assert any("edge targets skipped" in r for r in decision.reasons)
+    unavailable = compile_policy(STICKY_POLICY, env={})  # the cloud model's key is unset: keep the edge
+    decision, plan, _ = await router.decide(unavailable, later)
+    assert [t.name for t in plan.targets] == ["edge-a"] and decision.sticky is None
+    off = compile_policy(STICKY_POLICY + "conversations: {sticky: false}\n", env={"STICKY_TEST_KEY": "k"})
+    decision, plan, _ = await router.decide(off, later)
+    assert [t.name for t in plan.targets] == ["edge-a", "cloud-a"] and decision.conversation is None
+
 def _chat(gw, messages, headers=None):
     return httpx.post(gw.base + "/v1/chat/completions", json={"model": "auto", "messages": messages},
                       headers={**AUTH, **(headers or {})}, timeout=30)

@@ -40,7 +40,8 @@ def conversation_keys(request: ChatRequest) -> tuple[str, str | None]:
     if given:
         key = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, "id", given])).hexdigest()
         return key, key
-    turns, last = [], None
+    turns: list[tuple] = []
+    last: int | None = None
     for message in request.messages:
         role = message.get("role")
         if role == "assistant":
