@@ -85,7 +85,6 @@ class _Translating:
         self.on_final = on_final  # awaited with the finished answer before its last bytes go out
         self.status = 0
         self.headers: list = []
-        self.streaming = False
         self.encoder: StreamEncoder | None = None
         self._json: list[bytes] = []
         self._buffer = b""
@@ -96,8 +95,7 @@ class _Translating:
             self.status = message["status"]
             self.headers = [h for h in message.get("headers", []) if h[0].lower() not in _DROP_HEADERS]
             content_type = next((v for k, v in message.get("headers", []) if k.lower() == b"content-type"), b"")
-            self.streaming = self.status == 200 and content_type.startswith(b"text/event-stream")
-            if self.streaming:
+            if self.status == 200 and content_type.startswith(b"text/event-stream"):
                 self.encoder = self.dialect.stream(self.request)
                 await self._send({"type": "http.response.start", "status": 200,
                                   "headers": [(b"content-type", _SSE_TYPE), *self.headers]})
