@@ -52,6 +52,7 @@ def _serve(args) -> int:
 
 def _policy_check(args) -> int:
     from gateway.policy import PolicyInvalid, load_policy
+    from gateway.policy.lint import policy_warnings
 
     failed = False
     for path in args.files:
@@ -63,6 +64,8 @@ def _policy_check(args) -> int:
                 print(error)
         else:
             print(f"{path}: ok ({len(policy.models)} models, {len(policy.routes)} routes, version {policy.content_hash})")
+            for warning in policy_warnings(policy):
+                print(warning)
     return 1 if failed else 0
 
 

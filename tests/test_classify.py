@@ -15,12 +15,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.classify import ClassifierLoadError, LengthScorer, MicroBatcher, load_scorer
+from gateway.classify import (
+    ClassifierLoadError,
+    LengthScorer,
+    MicroBatcher,
+    chatdata,
+    load_scorer,
+    wordvec,
+)
 from gateway.classify import features as F
-from gateway.classify.calibrate import quantile_table, share_at, threshold_from_scores, threshold_from_table
+from gateway.classify.calibrate import (
+    quantile_table,
+    share_at,
+    threshold_from_scores,
+    threshold_from_table,
+)
 from gateway.classify.cli import add_commands
 from gateway.classify.metrics import apgr, cpt
-from gateway.classify.model import DEFAULT_MODEL, OnnxScorer, metadata_path_for
+from gateway.classify.model import (
+    DEFAULT_MODEL,
+    OnnxScorer,
+    metadata_path_for,
+    prompt_features,
+)
 
 MODELS = [
     "llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct", "llama3-chatqa-1.5-70b", "llama-3.1-nemotron-51b-instruct",
@@ -32,8 +49,8 @@ TEXTS = [
     "hi",
     "What is the capital of France?",
     "Prove that there are infinitely many primes. Explain each step of the argument.",
-    "Write a Python function `median(xs)` that returns the median of a list; handle empty input.\n\n"
-    "def median(xs):\n    pass\n",
+    ("Write a Python function `median(xs)` that returns the median of a list; handle empty input.\n\n"
+     "def median(xs):\n    pass\n"),
     "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:",
     "Let $f(x) = \\frac{x^2+1}{x-1}$. Find all real $x$ such that $f(x) \\geq 3$. Put your answer in \\boxed{}.",
     "Écris un poème sur la mer en exactement quatre vers.",
@@ -119,7 +136,8 @@ def test_round_trip_train_export_load_score(trained):
     meta = json.loads((trained / "classifier.json").read_text())
     for key in ("sha256", "feature_version", "n_features", "calibration", "default_threshold", "training", "metrics"):
         assert key in meta
-    assert meta["training"]["trained_on"] == "train" and meta["calibration"]["split"] == "val"
+    # the MLP is fitted on the outcome train split; the threshold table on the held-out chat calibration part
+    assert meta["training"]["trained_on"] == "train" and meta["calibration"]["split"] == "chat calibration part"
     assert len(meta["training"]["files"]) == 3
     scorer = load_scorer("onnx", str(trained / "classifier.onnx"))
     assert scorer.name == "onnx" and scorer.version == "onnx-" + meta["sha256"][:12]
@@ -158,7 +176,10 @@ def test_onnx_graph_matches_numpy_head(trained, which):
     w = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in onnx.load(str(path)).graph.initializer}
     X = F.extract_batch(TEXTS).astype(np.float64)
     h = np.maximum(X @ w["W1"] + w["b1"], 0.0)
-    expected = 1.0 / (1.0 + np.exp(-(h @ w["W2"] + X @ w["Wp"] + w["b2"]).reshape(-1)))
+    o = (h @ w["W2"] + X @ w["Wp"] + w["b2"]).reshape(-1)           # outcome head (Platt folded in)
+    k = (X @ w["Wc"] + w["bc"]).reshape(-1)                          # chat head
+    g = 1.0 / (1.0 + np.exp(-(X @ w["Wg"] + w["bg"]).reshape(-1)))  # gate
+    expected = 1.0 / (1.0 + np.exp(-(o + g * (k - o))))
     got = np.array(scorer.score_batch(TEXTS))
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
 
@@ -166,7 +187,7 @@ def test_onnx_graph_matches_numpy_head(trained, which):
 def test_shipped_model_loads_fast_and_is_small():
     if not DEFAULT_MODEL.exists():
         pytest.skip("no shipped model")
-    assert DEFAULT_MODEL.stat().st_size <= 5 * 1024 * 1024
+    assert DEFAULT_MODEL.stat().st_size + wordvec.TABLE_PATH.stat().st_size <= 5 * 1024 * 1024
     import onnxruntime  # noqa: F401  (import cost is not load cost)
 
     t0 = time.perf_counter()
@@ -430,7 +451,12 @@ def test_apgr_cpt_reference_values():
 
 def test_eval_on_test_split_and_on_other_model_pairs(trained):
     from gateway.classify import data as D
-    from gateway.classify.evaluate import OTHER_PAIRS, _other_pairs, evaluate, format_markdown
+    from gateway.classify.evaluate import (
+        OTHER_PAIRS,
+        _other_pairs,
+        evaluate,
+        format_markdown,
+    )
 
     data_dir = str(trained.parent / "data")
     rep = evaluate(model_path=str(trained / "classifier.onnx"), data_dir=data_dir, n_boot=50, log=lambda s: None)
@@ -447,7 +473,7 @@ def test_eval_on_test_split_and_on_other_model_pairs(trained):
     other = {r["name"]: r["pairs"] for r in _other_pairs(ex, oracle, -oracle)}
     pairs = other["llmrouter (all 14 families)"]
     instruct = [p for p in pairs if p["weak"] != "codegemma-7b"]
-    assert len(instruct) == 7 and all(p["model"] > 0.7 > 0.3 > p["length"] for p in instruct), instruct
+    assert len(instruct) == 7 and all(p["model"] > 0.7 and p["length"] < 0.3 for p in instruct), instruct
     assert all(p["gap"] >= 0.05 for p in pairs)  # codegemma-7b scores at random: kept only with a real gap
 
 
@@ -481,14 +507,14 @@ def test_serving_imports_only_numpy_and_onnxruntime():
     if not DEFAULT_MODEL.exists():
         pytest.skip("no shipped model")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_maths_gated_features_zero_outside_maths():
     names = list(F.DENSE_NAMES)
     g, c = names.index("gate_math"), names.index("gate_comp")
-    gated = slice(g, len(names))
+    gated = slice(g, F.N_SHAPE)
     word_problem = F.extract("Janet buys 3 apples each day for 5 days. How many apples does she have in total?")
     assert word_problem[g] == 1.0 and word_problem[c] == 0.0
     assert word_problem[names.index("gm_log_chars")] == word_problem[names.index("log_chars")]
@@ -496,3 +522,72 @@ def test_maths_gated_features_zero_outside_maths():
     assert latex[g] == 1.0 and latex[c] == 1.0 and latex[names.index("gc_log_latex_cmds")] > 0
     for t in (TEXTS[0], TEXTS[1], TEXTS[4], TEXTS[8], TEXTS[9]):  # chat, QA, multiple choice, empty, prose
         assert not F.extract(t)[gated].any(), t
+
+
+# --------------------------------------------------------------------------- task features (word vectors), chat data
+
+
+def test_word_vector_block_is_pooled_and_normalised():
+    wv = slice(F.N_SHAPE, F.N_FEATURES)
+    x = F.extract("Prove that the cube root of 5 is irrational.")[wv]
+    assert x.shape == (wordvec.DIMS,) and abs(float(np.linalg.norm(x)) - 1.0) < 1e-3
+    assert not F.extract("12345 !!! ???")[wv].any()  # no known word: zero block
+    # word order does not matter (a bag of words), case does not matter
+    a = F.extract("translate this sentence into French")[wv]
+    b = F.extract("French into sentence this TRANSLATE")[wv]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # related asks are closer than unrelated ones
+    prove, derive, hello = (F.extract(t)[wv] for t in ("prove the theorem", "derive the theorem", "hello, nice day"))
+    assert float(prove @ derive) > float(prove @ hello)
+
+
+def test_model_refuses_another_word_vector_table(model_copy):
+    meta_path = metadata_path_for(model_copy)
+    meta = json.loads(meta_path.read_text())
+    meta["wordvec"]["sha256"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ClassifierLoadError, match="word-vector table"):
+        OnnxScorer(model_copy)
+
+
+def test_prompt_features_returns_the_models_inputs_and_scores(trained):
+    scorer = OnnxScorer(trained / "classifier.onnx")
+    X, s = prompt_features(TEXTS, scorer)
+    assert X.shape == (len(TEXTS), F.N_FEATURES) and X.dtype == np.float32
+    np.testing.assert_array_equal(X, F.extract_batch(TEXTS))
+    assert s.tolist() == scorer.score_batch(TEXTS)
+
+
+def test_chat_training_data_shares_no_prompt_with_the_everyday_check():
+    check = Path(__file__).resolve().parents[1] / "bench" / "everyday_chat.jsonl"
+    prompts = {json.loads(line)["prompt"].strip().lower() for line in check.read_text(encoding="utf-8").splitlines() if line.strip()}
+    from gateway.classify.data import load_all
+    from gateway.classify.train import load_chat_for_training
+
+    chat = load_chat_for_training([e for e in load_all() if e.split == "train"])  # what `gateway train` fits on
+    assert {e.source for e in chat} == set(chatdata.SOURCES)
+    assert all(e.label in (0, 1) for e in chat)
+    assert not [e.text for e in chat if e.text.strip().lower() in prompts]
+
+
+def test_synthetic_floor_pack_is_deterministic():
+    a, b = chatdata.synthetic(0), chatdata.synthetic(0)
+    assert a == b and len({e.text for e in a}) == len(a)
+    assert {e.label for e in a} == {0, 1}
+
+
+def test_shipped_model_ranks_what_is_asked_not_length():
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("no shipped model")
+    scorer = load_scorer()
+    thr = scorer.default_threshold
+    easy = ["What is 2+2?", "hi there!", "Translate 'thank you very much' into German.",
+            ("Fix the typos in this:\n\nI realy enjoyed the consert last nite, the band was grate and the crowd was "
+             "amazng. We stayed untill the very end and then went for pizza with freinds before taking the last "
+             "train home, which was packed with other fans singing the songs all the way back.")]
+    hard = ["Prove that there are infinitely many prime numbers.",
+            "Design a distributed rate limiter for an API gateway and analyse its failure modes.",
+            "Implement a persistent red-black tree in Haskell and prove the balance invariant is preserved."]
+    se, sh = scorer.score_batch(easy), scorer.score_batch(hard)
+    assert max(se) < min(sh), (se, sh)
+    assert all(s < thr for s in se) and all(s >= thr for s in sh), (thr, se, sh)

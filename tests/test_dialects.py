@@ -27,6 +27,7 @@ from gateway.routing.router import conversation_keys
 
 KEY = "sk-dialects-test"
 OTHER_KEY = "sk-dialects-other"
+LIMITED_KEY = "sk-dialects-limited"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -396,6 +397,7 @@ def _policy(url: str, dead: int) -> str:
         f"  - {{name: mid-{d}, when: {{model: mid-{d}}}, targets: [mid-{d}]}}" for d in DIALECTS)
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     other = hashlib.sha256(OTHER_KEY.encode()).hexdigest()
+    limited = hashlib.sha256(LIMITED_KEY.encode()).hexdigest()
     return f"""
 version: 1
 models:
@@ -423,6 +425,7 @@ auth:
   keys:
     - {{name: tester, sha256: {digest}}}
     - {{name: other, sha256: {other}}}
+    - {{name: limited, sha256: {limited}, models: [auto]}}
 """
 
 
@@ -530,6 +533,24 @@ def test_anthropic_errors_in_anthropic_shape(gw, mock, claude):
     r = httpx.get(gw.base + "/v1/messages", headers={"x-api-key": KEY}, timeout=10)
     assert r.status_code == 405 and r.json()["type"] == "error"
     assert not mock.requests()
+
+
+def test_a_keys_model_list_holds_on_every_endpoint(gw, mock):
+    limited = {"x-api-key": LIMITED_KEY}
+    r = httpx.post(gw.base + "/v1/messages", headers=limited, timeout=10,
+                   json={"model": "tools", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    r = httpx.post(gw.base + "/v1/responses", headers=limited, json={"model": "tools", "input": "x"}, timeout=10)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    r = httpx.post(gw.base + "/v1/embeddings", headers=limited, json={"model": "emb-edge", "input": "x"}, timeout=10)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    r = httpx.post(gw.base + "/v1/messages/count_tokens", headers=limited, timeout=10,
+                   json={"model": "tools", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 403 and r.json()["type"] == "error"
+    r = httpx.post(gw.base + "/v1/messages", headers=limited, timeout=10,
+                   json={"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 200
+    assert [req["model"] for req in mock.requests()] == ["edge-a"]
 
 
 def test_anthropic_count_tokens(gw, mock, claude):

@@ -1,4 +1,5 @@
-"""Client API keys: stored as sha256 digests in the policy, compared in constant time."""
+"""Client API keys: stored as sha256 digests in the policy, compared in constant time; each key may be
+limited to a list of models."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import hmac
 
 from gateway.errors import ApiError
+from gateway.policy.compile import model_matches
 from gateway.policy.schema import KeySpec, Policy
 
 
@@ -16,19 +18,31 @@ def bearer(headers: dict) -> str | None:
     return headers.get("api-key") or headers.get("x-api-key")
 
 
-def authenticate(policy: Policy, headers: dict) -> KeySpec | None:
-    """The caller's key, None when the policy does not ask for keys; raises 401 otherwise."""
-    if not policy.auth_required:
-        presented = bearer(headers)
-        return find_key(policy, presented) if presented and policy.keys else None
+def authenticate(policy: Policy, headers: dict, model: str | None = None) -> KeySpec | None:
+    """The caller's key, None when the policy does not ask for keys; raises 401 otherwise, and 403 when
+    `model` is given and the key may not use it."""
     presented = bearer(headers)
-    if not presented:
+    if not policy.auth_required:
+        key = find_key(policy, presented) if presented and policy.keys else None
+    elif not presented:
         raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
                        code="invalid_api_key")
-    key = find_key(policy, presented)
-    if key is None:
-        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    else:
+        key = find_key(policy, presented)
+        if key is None:
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    if model is not None:
+        check_model(key, model)
     return key
+
+
+def check_model(key: KeySpec | None, model: str) -> None:
+    """403 in OpenAI's shape when the key has a `models` list that does not include `model`."""
+    if key is None or key.models is None or model_matches(key.models, model):
+        return
+    allowed = ", ".join(m for m in key.models)
+    raise ApiError(403, f"This API key may not use the model '{model[:200]}'. It may use: {allowed}.",
+                   param="model", code="model_not_allowed")
 
 
 def find_key(policy: Policy, presented: str) -> KeySpec | None:

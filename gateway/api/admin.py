@@ -9,8 +9,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from gateway.admission.keys import check_model, find_key
 from gateway.api.validate import parse_json, validate_chat
-from gateway.admission.keys import find_key
 from gateway.errors import ApiError
 from gateway.observability.logs import audit
 from gateway.routing.request import ChatRequest
@@ -25,6 +25,21 @@ def _json(data, status: int = 200) -> Response:
 
 def _error(exc: ApiError) -> Response:
     return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+MAX_USAGE_DAYS = 366
+
+
+def int_query(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole-number query parameter within [lo, hi]; anything else is a 400 in OpenAI's shape."""
+    values = request.query_params.getlist(name)
+    if not values:
+        return default
+    text = values[-1].strip()
+    if len(values) > 1 or not text.isascii() or not text.isdigit() or len(text) > 9 or not lo <= int(text) <= hi:
+        raise ApiError(400, f"Query parameter '{name}' must be one whole number from {lo} to {hi}.", param=name,
+                       code="invalid_query")
+    return int(text)
 
 
 def explain_decision(decision, plan) -> dict:
@@ -49,9 +64,14 @@ async def explain_request(router, policy, body: dict, headers: dict | None = Non
 
     `_api_key` in the body stands for the caller's key; `_headers` for request headers (CLI use)."""
     presented = body.pop("_api_key", None)
-    headers = {**{k.lower(): v for k, v in (body.pop("_headers", None) or {}).items()}, **(headers or {})}
+    given = body.pop("_headers", None) or {}
+    if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+        raise ApiError(400, "'_headers' must be an object of header names to string values.", param="_headers",
+                       code="invalid_type")
+    headers = {**{k.lower(): v for k, v in given.items()}, **(headers or {})}
     model, messages, stream = validate_chat(body)
     key = find_key(policy, presented) if isinstance(presented, str) else None
+    check_model(key, model)
     request = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
                           key.group if key else None, "explain")
     try:
@@ -108,7 +128,7 @@ def admin_endpoints(runtime):
         return _json(await explain_request(runtime.router, runtime.policies.current, body, headers))
 
     async def usage(request: Request) -> Response:
-        days = int(request.query_params.get("days", "7") or 7)
+        days = int_query(request, "days", 7, 1, MAX_USAGE_DAYS)
         return _json(await runtime.accountant.report(days))
 
     async def status(request: Request) -> Response:

@@ -17,9 +17,9 @@ import orjson
 
 from gateway.admission.cache import cache_key
 from gateway.api.replay import StreamAssembler, chunks_from_completion
-from gateway.admission.keys import authenticate
+from gateway.admission.keys import authenticate, check_model
 from gateway.api import sse
-from gateway.api.headers import decision_headers
+from gateway.api.headers import decision_headers, degraded_reason, header_value
 from gateway.api.validate import parse_json, validate_chat
 from gateway.errors import ApiError, error_body
 from gateway.execution.degrade import canned_chunks, canned_completion
@@ -27,6 +27,7 @@ from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.routing.request import ChatRequest
 from gateway.routing.router import NoRoute, UnknownModel
+from gateway.routing.signals import estimate_tokens
 
 log = logging.getLogger("gateway.chat")
 
@@ -83,14 +84,18 @@ class ChatCompletions:
         policy = rt.policies.current  # this request keeps this version to the end, whatever reloads happen
         state = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
         try:
+            key = authenticate(policy, headers)  # before reading the body: no work for unknown callers
             raw = await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length"))
             body = parse_json(raw)
             model, messages, stream = validate_chat(body)
-            key = authenticate(policy, headers)
+            check_model(key, model)
             request = ChatRequest(body, raw, model, stream, messages, headers, key.name if key else None,
                                   key.group if key else None, request_id)
+            # Per-key limits before routing, whose work (personal-data scan, classifier) grows with the prompt.
+            estimate = estimate_tokens(messages) + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            counted = await rt.limiter.admit(policy, key, None, estimate)
             try:
-                decision, plan, signals = await rt.router.decide(policy, request)
+                decision, plan, _ = await rt.router.decide(policy, request)
             except UnknownModel:
                 raise ApiError(404, f"The model '{model}' does not exist. Use 'auto' or one of: "
                                     f"{', '.join(policy.model_names())}.", param="model",
@@ -103,8 +108,7 @@ class ChatCompletions:
                 state["prompt"] = messages
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
-            estimate = signals.estimated_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
-            counted = await rt.limiter.admit(policy, key, plan.targets[0].name if plan.targets else None, estimate)
+            counted += await rt.limiter.admit(policy, None, plan.targets[0].name if plan.targets else None, estimate)
             if plan.cache is not None:
                 ckey = cache_key(body, tuple(t.name for t in plan.targets), policy.content_hash, request.key_name)
                 cached = await rt.store.cache_get(ckey)
@@ -218,8 +222,10 @@ class ChatCompletions:
             state["stream_error"] = kind
             if not hasattr(exc, "kind"):
                 log.exception("stream failed")
+            else:  # the upstream's words (hosts, addresses) go to the log; the client gets the kind
+                log.warning("stream failed after it started: %s", getattr(exc, "message", exc))
             await send({"type": "http.response.body", "body": sse.error_event(
-                f"The upstream stream failed after it started: {getattr(exc, 'message', exc)}", "api_error",
+                f"The upstream stream failed after it started ({degraded_reason(kind)}).", "api_error",
                 kind) + sse.DONE})
         finally:
             await stream.aclose()
@@ -229,11 +235,12 @@ class ChatCompletions:
         rt = self.rt
         error = outcome.failed
         reason = f"{error.kind}: {error.message}"[:180]
-        state["degraded"] = reason
+        state["degraded"] = reason  # the full reason is for the log and the hand-off; clients see the kind
+        log.warning("every target of route %s failed (request %s): %s", plan.route, request.request_id, reason)
         metrics.DEGRADED.labels(plan.route, error.kind).inc()
         rt.handoff.send(plan.degrade, {"request_id": request.request_id, "route": plan.route, "reason": reason,
                                        "messages": request.messages, "key": request.key_name})
-        extra = decision_headers(request.request_id, policy.version, decision, outcome, degraded=reason)
+        extra = decision_headers(request.request_id, policy.version, decision, outcome, degraded=error.kind)
         retry_after = plan.degrade.retry_after
         if retry_after is not None:
             extra.append((b"retry-after", str(max(1, round(retry_after))).encode()))
@@ -251,7 +258,8 @@ class ChatCompletions:
             state["status"] = 503
             if retry_after is None:
                 extra.append((b"retry-after", b"30"))
-            await _send_error(send, ApiError(503, f"Every target of route '{plan.route}' failed ({reason}).",
+            await _send_error(send, ApiError(503, f"Every target of route '{plan.route}' failed "
+                                                  f"({degraded_reason(error.kind)}).",
                                              code="upstreams_unavailable"), extra)
             return
         state["status"] = 200
@@ -275,7 +283,7 @@ async def _answer_cached(send, request: ChatRequest, cached: bytes, extra) -> No
 
 
 async def _send_error(send, exc: ApiError, extra) -> None:
-    headers = _JSON_HEADERS + list(extra) + [(k.encode(), str(v).encode()) for k, v in exc.headers.items()]
+    headers = _JSON_HEADERS + list(extra) + [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": exc.body()})
 

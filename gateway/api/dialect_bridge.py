@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.admission.keys import authenticate, bearer, check_model
 from gateway.api.chat import _REQUEST_ID, _new_request_id, read_body
 from gateway.api.validate import parse_json
 from gateway.errors import ApiError
@@ -58,6 +59,10 @@ async def send_error(send, dialect: Dialect, exc: ApiError, extra: list | None =
                *((k.encode(), str(v).encode()) for k, v in exc.headers.items())]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": dialect.error(exc.status, error_dict(exc))})
+
+
+def _headers(scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def _id_headers(scope, policy_version: str) -> list[tuple[bytes, bytes]]:
@@ -184,6 +189,7 @@ class DialectEndpoint:
                 headers={"allow": "POST"}))
             return
         try:
+            authenticate(self.rt.policies.current, _headers(scope))  # no work for unknown callers
             request = await read_json(receive, scope, self.rt.settings.max_body_bytes)
             chat_body, echo, on_final = await self.prepare(request, scope)
         except ApiError as exc:  # answered here, with the headers the chat endpoint puts on its errors
@@ -216,15 +222,13 @@ class ResponsesEndpoint(DialectEndpoint):
     only, for the policy's `ttl`."""
 
     async def prepare(self, request: dict, scope) -> tuple[dict, dict, Callable[[dict], Awaitable[None]] | None]:
-        from gateway.admission.keys import bearer
         from gateway.api.responses import assistant_message
 
         rt = self.rt
         ttl = rt.policies.current.responses_ttl
         if ttl is None:  # nothing is kept: to_chat refuses previous_response_id
             return self.dialect.to_chat(request), {**request, "store": False}, None
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        caller = hashlib.sha256((bearer(headers) or "").encode()).hexdigest()[:24]
+        caller = hashlib.sha256((bearer(_headers(scope)) or "").encode()).hexdigest()[:24]
         previous = request.get("previous_response_id")
         history: list = []
         if previous is not None:
@@ -283,7 +287,6 @@ class CountTokens:
         self.dialect = _anthropic()
 
     async def __call__(self, scope, receive, send) -> None:
-        from gateway.admission.keys import authenticate
         from gateway.api.anthropic import count_tokens_body
         from gateway.routing.request import ChatRequest
         from gateway.routing.signals import Signals
@@ -292,9 +295,10 @@ class CountTokens:
             await send_error(send, self.dialect, ApiError(405, "Use POST.", headers={"allow": "POST"}))
             return
         try:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            authenticate(self.rt.policies.current, headers)
+            headers = _headers(scope)
+            key = authenticate(self.rt.policies.current, headers)
             body = count_tokens_body(await read_json(receive, scope, self.rt.settings.max_body_bytes))
+            check_model(key, body["model"])
         except ApiError as exc:
             await send_error(send, self.dialect, exc)
             return

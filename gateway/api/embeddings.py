@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway.admission.keys import authenticate
+from gateway.admission.keys import authenticate, check_model
 from gateway.api.chat import _REQUEST_ID, _new_request_id, read_body
 from gateway.api.headers import decision_headers
 from gateway.api.validate import parse_json
@@ -27,6 +27,7 @@ from gateway.providers.base import Usage
 from gateway.providers.embeddings import embed
 from gateway.providers.errors import Action, UpstreamError
 from gateway.routing.plan import Decision
+from gateway.routing.signals import OFF_LOOP_BYTES
 
 log = logging.getLogger("gateway.embeddings")
 _JSON = [(b"content-type", b"application/json")]
@@ -113,11 +114,12 @@ class Embeddings:
         policy = rt.policies.current
         state: dict = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
         try:
+            key = authenticate(policy, headers)  # before reading the body: no work for unknown callers
             body = parse_json(await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length")))
             model, texts = validate(body)
-            key = authenticate(policy, headers)
+            check_model(key, model)
             chain = targets(policy, model)
-            if policy.uses_pii and any(rt.router.pii_detector.detect(t) for t in texts):
+            if policy.uses_pii and await _has_personal_data(rt.router.pii_detector, texts):
                 chain = [m for m in chain if m.tier == "edge"]
                 if not chain:
                     raise ApiError(400, "The input holds personal data and this policy keeps it on the edge tier, "
@@ -202,6 +204,14 @@ class Embeddings:
         except TimeoutError:
             outcome.failed = UpstreamError("timeout", "the request deadline passed")
         return outcome, None
+
+
+async def _has_personal_data(detector, texts: list[str]) -> bool:
+    """Large inputs are scanned in a worker thread, as chat requests are, so the event loop keeps its turns."""
+    def scan() -> bool:
+        return any(detector.detect(t) for t in texts)
+
+    return await asyncio.to_thread(scan) if sum(len(t) for t in texts) > OFF_LOOP_BYTES else scan()
 
 
 async def _send_error(send, exc: ApiError, extra) -> None:

@@ -1,26 +1,61 @@
-"""Decision headers (DESIGN §3), sent on every answer and before a stream's first byte."""
+"""Decision headers (DESIGN §3), sent on every answer and before a stream's first byte.
+
+Every header value the gateway sends passes through `header_value`: printable ASCII only, bounded length.
+Nothing an upstream wrote goes into a header; a degraded answer names the error kind (`degraded_reason`),
+and the upstream's own message goes to the log.
+"""
 
 from __future__ import annotations
+
+import re
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]+")
+_TOKEN = re.compile(r"[^a-z0-9_]+")
+
+# What a client sees in `x-gateway-degraded-reason` (and in a 503's message) for each upstream error kind.
+_REASONS = {
+    "server": "upstream_server_error", "timeout": "upstream_timeout", "connect": "upstream_unreachable",
+    "rate_limit": "upstream_rate_limited", "malformed": "upstream_malformed_response",
+    "stream_cut": "upstream_stream_cut", "overloaded": "edge_overloaded", "unavailable": "upstream_unavailable",
+    "context_window": "context_window_exceeded", "content_policy": "content_policy",
+    "not_found_upstream": "upstream_model_not_found", "auth_upstream": "upstream_auth_failed",
+    "bad_request": "upstream_bad_request", "redirect": "upstream_redirect_refused",
+}
+
+
+def header_value(value: object, limit: int = 200) -> bytes:
+    """A safe header value: runs of control, non-ASCII or DEL characters become one '?', cut to `limit`."""
+    text = _UNSAFE.sub("?", str(value)).strip()
+    return text[:limit].encode("ascii")
+
+
+def degraded_reason(kind: object) -> str:
+    """The error kind as a client may see it: a fixed word per known kind, else the kind as a bounded token."""
+    word = str(kind)
+    if word in _REASONS:
+        return _REASONS[word]
+    token = _TOKEN.sub("_", word.lower()).strip("_")[:48]
+    return f"upstream_{token or 'error'}"
 
 
 def decision_headers(request_id: str, policy_version: str, decision=None, outcome=None,
                      degraded: str | None = None) -> list[tuple[bytes, bytes]]:
-    h = [(b"x-request-id", request_id.encode()), (b"x-gateway-policy-version", policy_version.encode())]
+    """`degraded` is an error kind (see `degraded_reason`), never an upstream's message."""
+    h = [(b"x-request-id", header_value(request_id)), (b"x-gateway-policy-version", header_value(policy_version))]
     if decision is not None:
-        h.append((b"x-gateway-route", decision.route.encode()))
+        h.append((b"x-gateway-route", header_value(decision.route)))
         tier = decision.tier
         if outcome is not None and outcome.model is not None:
             tier = outcome.model.tier
-            h.append((b"x-gateway-model", outcome.model.name.encode()))
-            h.append((b"x-gateway-deployment", outcome.deployment.encode()))
-        h.append((b"x-gateway-tier", tier.encode()))
+            h.append((b"x-gateway-model", header_value(outcome.model.name)))
+            h.append((b"x-gateway-deployment", header_value(outcome.deployment)))
+        h.append((b"x-gateway-tier", header_value(tier)))
         if decision.score is not None:
             h.append((b"x-gateway-complexity", f"{decision.score:.4f}".encode()))
         if decision.skipped:
-            h.append((b"x-gateway-skipped", "; ".join(f"{n}={w}" for n, w in decision.skipped).encode(
-                "ascii", "replace")[:300]))
+            h.append((b"x-gateway-skipped", header_value("; ".join(f"{n}={w}" for n, w in decision.skipped), 300)))
         if decision.complexity is not None:
-            h.append((b"x-gateway-complexity-class", decision.complexity.encode()))
+            h.append((b"x-gateway-complexity-class", header_value(decision.complexity)))
         if decision.sticky is not None:
             h.append((b"x-gateway-sticky", decision.sticky.encode()))
     if outcome is not None:
@@ -28,5 +63,5 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
         h.append((b"x-gateway-fallbacks", str(outcome.fallbacks).encode()))
     if degraded:
         h.append((b"x-gateway-degraded", b"true"))
-        h.append((b"x-gateway-degraded-reason", degraded.encode("ascii", "replace")[:200]))
+        h.append((b"x-gateway-degraded-reason", header_value(degraded_reason(degraded))))
     return h

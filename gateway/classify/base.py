@@ -7,7 +7,8 @@ A scorer maps prompt texts to scores in [0, 1]: the probability that the prompt 
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 
 class Scorer(Protocol):

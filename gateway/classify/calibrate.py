@@ -7,7 +7,7 @@ A prompt goes to the cloud tier when ``score >= threshold``; the threshold for a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -1,6 +1,7 @@
 """Outcome data for training and evaluating the complexity classifier.
 
-Reads the public per-prompt outcome sets in the shared data folder (never copied into the repo):
+Reads the public per-prompt outcome sets, shipped gzipped in the repository's data/outcomes (or a folder in
+the original layout given with --data / GATEWAY_CLASSIFY_DATA):
 
 - ``routellm-evals/mmlu_train_1500.csv``: MMLU prompts, GPT-4-1106 (strong) vs Mixtral-8x7B (weak), 0/1 correct.
 - ``llmrouter-9model/dcrouter_train.json`` joined on question text with ``default_query_train.jsonl`` for the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -89,12 +91,31 @@ def multi_model_gain(scores: dict[str, float], default: float) -> float:
 
 
 def default_data_dir() -> Path:
-    """``$GATEWAY_CLASSIFY_DATA`` or ``../shared/data`` relative to the repository root."""
+    """``$GATEWAY_CLASSIFY_DATA`` or the repository's ``data/outcomes`` (gzipped copies, see data/SOURCE.md)."""
     env = os.environ.get("GATEWAY_CLASSIFY_DATA")
     if env:
         return Path(env)
     repo_root = Path(__file__).resolve().parents[2]
-    return (repo_root / ".." / "shared" / "data").resolve()
+    return repo_root / "data" / "outcomes"
+
+
+def find_file(data_dir: Path, rel: str) -> Path | None:
+    """A data file in either layout: ``DIR/rel`` (the original folders) or ``DIR/<name>[.gz]`` (data/outcomes)."""
+    for cand in (data_dir / rel, data_dir / (rel + ".gz"), data_dir / Path(rel).name, data_dir / (Path(rel).name + ".gz")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.suffix == ".gz" else path.open(encoding="utf-8", newline="")
+
+
+def _need(data_dir: Path, rel: str) -> Path:
+    p = find_file(data_dir, rel)
+    if p is None:
+        raise DataError(f"missing {data_dir / rel} (or {Path(rel).name}[.gz]; set --data or GATEWAY_CLASSIFY_DATA)")
+    return p
 
 
 def split_of(text: str, seed: str = SPLIT_SEED, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
@@ -137,11 +158,9 @@ def llmrouter_prompt(query: str, metric: str | None, choices: str | None) -> str
 
 
 def load_mmlu(data_dir: Path) -> list[Example]:
-    path = data_dir / "routellm-evals" / "mmlu_train_1500.csv"
-    if not path.is_file():
-        raise DataError(f"missing {path} (set --data or GATEWAY_CLASSIFY_DATA)")
+    path = _need(data_dir, "routellm-evals/mmlu_train_1500.csv")
     out = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with _open_text(path) as f:
         for row in csv.DictReader(f):
             text = row["prompt"]
             weak = 1.0 if row[ROUTELLM_WEAK].strip() == "True" else 0.0
@@ -151,19 +170,16 @@ def load_mmlu(data_dir: Path) -> list[Example]:
 
 
 def load_llmrouter(data_dir: Path, weak: str = LLMROUTER_WEAK, strong: str = LLMROUTER_STRONG) -> list[Example]:
-    base = data_dir / "llmrouter-9model"
-    scores_path = base / "dcrouter_train.json"
-    query_path = base / "default_query_train.jsonl"
-    for p in (scores_path, query_path):
-        if not p.is_file():
-            raise DataError(f"missing {p} (set --data or GATEWAY_CLASSIFY_DATA)")
+    scores_path = _need(data_dir, "llmrouter-9model/dcrouter_train.json")
+    query_path = _need(data_dir, "llmrouter-9model/default_query_train.jsonl")
     meta: dict[str, dict] = {}
-    with query_path.open(encoding="utf-8") as f:
+    with _open_text(query_path) as f:
         for line in f:
             if line.strip():
                 q = json.loads(line)
                 meta.setdefault(q["query"], q)
-    rows = json.loads(scores_path.read_text(encoding="utf-8"))
+    with _open_text(scores_path) as f:
+        rows = json.load(f)
     out = []
     for r in rows:
         q = meta.get(r["question"])
@@ -201,8 +217,8 @@ def source_files(data_dir: str | os.PathLike | None = None) -> list[dict]:
     out = []
     for rel in ("routellm-evals/mmlu_train_1500.csv", "llmrouter-9model/dcrouter_train.json",
                 "llmrouter-9model/default_query_train.jsonl"):
-        p = d / rel
-        if p.is_file():
-            out.append({"file": rel, "bytes": p.stat().st_size,
+        p = find_file(d, rel)
+        if p is not None:
+            out.append({"file": p.name, "bytes": p.stat().st_size,
                         "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
     return out

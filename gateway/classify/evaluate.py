@@ -20,8 +20,8 @@ split's maths subset has 236 prompts on which the pair differs by a net ~17, so 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def bootstrap_intervals(model: np.ndarray, length: np.ndarray, w: np.ndarray, s:
         a_d.append(m - apgr(length[i], w[i], s[i]))
     if len(a_m) < n_boot // 2:
         return None, None
-    q = lambda v: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)))  # noqa: E731
+    q = lambda v: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)))
     return q(a_m), q(a_d)
 
 
@@ -90,7 +90,7 @@ def _quality(examples: list[D.Example], s_model: np.ndarray, n_boot: int, seed: 
     rows = []
     for name, note, idx in _rows(examples):
         wi, si = w[idx], st[idx]
-        row = {"name": name, "note": note, "n": int(len(idx)), "weak": float(wi.mean()), "strong": float(si.mean())}
+        row = {"name": name, "note": note, "n": len(idx), "weak": float(wi.mean()), "strong": float(si.mean())}
         for key, sc in (("model", s_model[idx]), ("length", s_len[idx]), ("random", s_rand[idx])):
             row[key] = {"apgr": _safe(apgr, sc, wi, si), "cpt50": _safe(cpt, sc, wi, si, 0.5),
                         "cpt80": _safe(cpt, sc, wi, si, 0.8)}
@@ -124,7 +124,7 @@ def evaluate(model_path: str | None = None, data_dir: str | None = None, n_boot:
         # PGR actually obtained at this threshold on each dataset
         for d in ("mmlu", "llmrouter"):
             m = ds == d
-            x, p = pgr_curve(s_model[m], w[m], st[m])
+            _, p = pgr_curve(s_model[m], w[m], st[m])
             k = int(np.sum(s_model[m] >= thr))
             entry.setdefault("pgr", {})[d] = float(p[k])
         calib.append(entry)
@@ -197,8 +197,8 @@ def format_markdown(rep: dict) -> str:
             f"{_f(m['cpt50'], True)} / {_f(L['cpt50'], True)} / {_f(R['cpt50'], True)} | "
             f"{_f(m['cpt80'], True)} / {_f(L['cpt80'], True)} / {_f(R['cpt80'], True)} |"
         )
-    out += ["", f"Other model pairs of the llmrouter outcomes (each 7-9B model vs each ~50B model, without the "
-            f"training pair; pairs with a gap below {MIN_PAIR_GAP} on the subset are skipped):", "",
+    out += ["", (f"Other model pairs of the llmrouter outcomes (each 7-9B model vs each ~50B model, without the "
+            f"training pair; pairs with a gap below {MIN_PAIR_GAP} on the subset are skipped):"), "",
             "| subset | pairs | APGR model, mean [min, max] | APGR length, mean | model > length in | difficulty oracle, mean |",
             "|---|---|---|---|---|---|"]
     for r in rep["other_pairs"]:
@@ -220,8 +220,8 @@ def format_markdown(rep: dict) -> str:
                            f"{p['length']:.3f} | {p['oracle']:.3f} |")
     if "calibration" not in rep:
         return "\n".join(out)
-    out += ["", f"Cloud share reached on the test split at thresholds calibrated on the {rep['calibrated_on']} split "
-            f"(default threshold {rep['default_threshold']:.4f} = target share {rep['default_cloud_share']}):", "",
+    out += ["", (f"Cloud share reached on the test split at thresholds calibrated on the {rep['calibrated_on']} split "
+            f"(default threshold {rep['default_threshold']:.4f} = target share {rep['default_cloud_share']}):"), "",
             "| target share | threshold | reached (all test) | reached mmlu | reached llmrouter | PGR mmlu | PGR llmrouter |",
             "|---|---|---|---|---|---|---|"]
     for c in rep["calibration"]:

@@ -3,14 +3,19 @@
 Hand-crafted task features that describe the *shape* of the task rather than its topic: length, digits
 and maths symbols, LaTeX, code markers, question words, reasoning cues ("prove", "step", "explain why"),
 multiple-choice options, constraints ("at least", "must", "exactly"), lists, language (non-ASCII, CJK,
-Cyrillic). Counts are log-compressed (``log1p``) or given as rates per 10 bytes. No word identities are
-hashed or memorised: an earlier variant with 4,096 hashed word uni/bigrams fitted the training topics
-and did not rank better inside a task family, so it was dropped (see docs/classifier.md).
+Cyrillic). Counts are log-compressed (``log1p``) or given as rates per 10 bytes. The shape features
+memorise no word identities: an earlier variant with 4,096 hashed word uni/bigrams fitted the training
+topics and did not rank better inside a task family, so it was dropped (see docs/classifier.md).
 
 Version task-v2-71 adds a maths-gated block of 9 features (zero for prompts that do not look like a maths
 problem): two gates (maths word problem or LaTeX; competition-style LaTeX) and their products with length,
 number count, arithmetic operation words, sentence count and LaTeX command count, so the head can learn
 that within maths these predict difficulty without changing how it ranks other prompts.
+
+Version task-v3-71-wv64 appends the prompt's pooled static word vector (64 dimensions, wordvec.py,
+distilled from all-MiniLM-L6-v2): the shape features say how the prompt is built, the word vector says
+what it asks for ("prove", "design", "critique" vs "translate", "fix the typos", "summarise"). The
+outcome MLP reads only the 71 shape columns; the chat head and the gate read all of them (train.py).
 
 The ONNX head (see train.py) takes this vector, so the features computed here are the only Python step
 at inference. Bump ``FEATURE_VERSION`` on any change: loading checks it against the model metadata.
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-FEATURE_VERSION = "task-v2-71"
+from . import wordvec
+
+FEATURE_VERSION = "task-v3-71-wv64"
 
 # Line-start patterns, one pass: multiple-choice option ("A. ", "(b) ") or list item ("1. ", "- ").
 _LINE_RE = re.compile(rb"(?m)^[ \t]*(?:([\(\[]?[A-Ja-j][\)\]\.:][ \t]+\S)|((?:\d{1,2}[\.\)]|[-*])[ \t]+\S))")
@@ -146,13 +153,17 @@ DENSE_NAMES: tuple[str, ...] = (
     + ("gate_math", "gate_comp", "gm_log_chars", "gm_log_numbers", "gm_log_ops", "gc_log_chars",
        "gc_log_latex_cmds", "gm_log_words", "gm_log_sentences")
 )
+N_SHAPE = len(DENSE_NAMES)
+assert N_SHAPE == 71, N_SHAPE  # FEATURE_VERSION names the width
+# Task block: the pooled static word vector of the prompt (wordvec.py), after the 71 shape features.
+DENSE_NAMES = DENSE_NAMES + tuple(f"wv_{i}" for i in range(wordvec.DIMS))
 N_FEATURES = len(DENSE_NAMES)
-assert N_FEATURES == 71, N_FEATURES  # FEATURE_VERSION names the width
 
 _OFF_BYTES = 12
 _OFF_CUES = _OFF_BYTES + len(_BYTE_NAMES)
 _OFF_PHRASES = _OFF_CUES + len(_CUE_NAMES)
 _OFF_MATH = _OFF_PHRASES + len(_PHRASES)
+_OFF_WV = N_SHAPE
 
 _log1p = math.log1p
 
@@ -227,6 +238,19 @@ def _fill(text: str, out: np.ndarray) -> None:
                 out[o + 1] = 1.0
                 out[o + 5] = out[0]
                 out[o + 6] = _log1p(n_latex)
+    _WV.embed_words(words, out[_OFF_WV:])
+
+
+class _LazyTable:
+    """The word-vector table, loaded on the first prompt rather than at import."""
+
+    def embed_words(self, words: list[bytes], out: np.ndarray) -> None:
+        global _WV
+        _WV = wordvec.table()
+        _WV.embed_words(words, out)
+
+
+_WV: wordvec.WordVectors | _LazyTable = _LazyTable()
 
 
 def extract(text: str) -> np.ndarray:

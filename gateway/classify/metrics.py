@@ -12,7 +12,7 @@ APGR 0.5, CPT(50%) = 50%.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -2,7 +2,8 @@
 
 A model is two files side by side: ``NAME.onnx`` and its metadata ``NAME.json`` (written by train.py).
 Loading checks, in order, that both exist, that the metadata parses and names the current feature
-version, that the model file's sha256 matches the metadata, and that onnxruntime accepts the graph with
+version, that the word-vector table is the one the model was trained with, that the model file's sha256
+matches the metadata, and that onnxruntime accepts the graph with
 the expected input width; any failure raises :class:`ClassifierLoadError` with the reason and the path.
 
 Serving imports only numpy, onnxruntime and the stdlib.
@@ -13,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from . import features
+from . import features, wordvec
 from .base import ClassifierLoadError
 from .calibrate import threshold_from_table
 
@@ -64,6 +65,12 @@ def read_metadata(model_path: Path) -> dict:
     return meta
 
 
+def prompt_features(texts: Sequence[str], scorer: OnnxScorer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors and scores of the shipped model (or `scorer`) for a list of prompts: the inputs a
+    stacked head needs. Returns (float32 [N, n_features], float64 [N])."""
+    return (scorer or OnnxScorer()).features_and_scores(texts)
+
+
 class OnnxScorer:
     """Complexity scorer backed by an ONNX graph; see the module docstring."""
 
@@ -83,6 +90,17 @@ class OnnxScorer:
             raise ClassifierLoadError(
                 f"classifier {model_path} expects {meta['n_features']} features, code computes {features.N_FEATURES}"
             )
+        wv_meta = meta.get("wordvec")
+        if isinstance(wv_meta, dict):
+            try:
+                wv_sha = wordvec.table_sha256()
+            except (OSError, ValueError, KeyError) as e:
+                raise ClassifierLoadError(f"word-vector table {wordvec.TABLE_PATH} cannot be loaded: {e}") from e
+            if wv_sha != wv_meta.get("sha256"):
+                raise ClassifierLoadError(
+                    f"classifier {model_path} was trained with word-vector table sha256 "
+                    f"{str(wv_meta.get('sha256'))[:16]}... but {wordvec.TABLE_PATH} is {wv_sha[:16]}...; retrain with `gateway train`"
+                )
         blob = model_path.read_bytes()
         digest = hashlib.sha256(blob).hexdigest()
         if digest != meta["sha256"]:
@@ -133,6 +151,12 @@ class OnnxScorer:
 
     def score_batch(self, texts: Sequence[str]) -> list[float]:
         return self.score_features(features.extract_batch(texts))
+
+    def features_and_scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The feature matrix (float32, [N, n_features], names in ``features.DENSE_NAMES``) and the scores
+        (float64, [N]) of this model for `texts`, from one feature pass."""
+        x = features.extract_batch(texts)
+        return x, np.asarray(self.score_features(x), dtype=np.float64)
 
     def score(self, text: str) -> float:
         return self.score_batch([text])[0]

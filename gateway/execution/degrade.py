@@ -62,7 +62,7 @@ class HandOff:
             try:
                 async with self._session_factory().post(
                         url, data=body, headers={"Content-Type": "application/json"},
-                        timeout=aiohttp.ClientTimeout(total=10)) as response:
+                        timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False) as response:
                     if response.status < 500:
                         if response.status >= 400:
                             log.warning("hand-off webhook refused the conversation: %s", response.status)

@@ -11,7 +11,7 @@ import hashlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.policy.durations import parse_duration
@@ -464,7 +464,7 @@ def _match(c: _Checker, spec, line: int, where: str) -> Match:
 
 
 _ROUTE_KEYS = {"name", "when", "targets", "simple", "complex", "threshold", "edge_only", "retry", "degrade",
-               "cache", "spillover", "deadline", "description"}
+               "cache", "spillover", "deadline", "description", "unscannable"}
 
 
 def _chain(c: _Checker, route, key: str, where: str, models: dict) -> tuple[str, ...]:
@@ -540,9 +540,19 @@ def _route(c: _Checker, spec, line: int, index: int, models: dict, defaults: dic
         c.unknown_keys(cache_spec, {"ttl"}, f"{where}.cache")
         cache = CacheSpec(c.duration(cache_spec, "ttl", f"{where}.cache", 300.0))
     threshold = c.number(spec, "threshold", where, None, 0.0, 1.0)
+    when = _match(c, spec.get("when"), c.line_of(spec, "when"), f"{where}.when")
+    unscannable = c.get(spec, "unscannable", str, where, "ignore")
+    if unscannable not in ("personal", "ignore"):
+        c.err(c.line_of(spec, "unscannable"), f"{where}.unscannable must be personal or ignore")
+    elif unscannable == "personal":
+        if when.uses_pii:
+            when = _unscannable_is_personal(when)
+        else:
+            c.err(c.line_of(spec, "unscannable"),
+                  f"{where}: `unscannable: personal` applies to the pii conditions of `when`, and there are none")
     return Route(
         name=name,
-        when=_match(c, spec.get("when"), c.line_of(spec, "when"), f"{where}.when"),
+        when=when,
         simple=simple,
         complex=complex_,
         split=split and simple != complex_,
@@ -555,6 +565,13 @@ def _route(c: _Checker, spec, line: int, index: int, models: dict, defaults: dic
         deadline=c.duration(spec, "deadline", where, defaults["deadline"]),
         line=line,
     )
+
+
+def _unscannable_is_personal(match: Match) -> Match:
+    """The same conditions, with image, audio and file parts counting as personal data in each pii test."""
+    return replace(match, pii_unscannable=match.pii is not None or match.pii_kinds is not None,
+                   any=tuple(map(_unscannable_is_personal, match.any)),
+                   none=tuple(map(_unscannable_is_personal, match.none)))
 
 
 def _reachable(name: str, models: dict) -> list[str]:
@@ -571,7 +588,27 @@ def _reachable(name: str, models: dict) -> list[str]:
     return seen
 
 
-def _keys(c: _Checker, spec, line: int) -> tuple[bool, tuple[KeySpec, ...]]:
+def _key_models(c: _Checker, item, where: str, models: dict, routes: list) -> tuple[str, ...] | None:
+    """A key's `models:` allow-list: names a client may send as `model` (auto, aliases, route models, globs)."""
+    if "models" not in item:
+        return None
+    names, lines = c.names(item, "models", where)
+    if not names:
+        c.err(c.line_of(item, "models"), f"{where}.models must name at least one model (or leave it out)")
+        return None
+    route_models = tuple(m for r in routes for m in _all_models(r.when))
+    for name, line in zip(names, lines):
+        if any(ch in name for ch in "*?["):
+            continue
+        if name != "auto" and name not in models and not model_matches(route_models, name):
+            known = ["auto", *models, *(m for m in route_models if not any(ch in m for ch in "*?["))]
+            c.err(line, f"{where}.models: unknown model {name!r}{_close(name, known)} (use auto, a model of "
+                        f"`models`, or a model named by a route's `when.model`)")
+    return tuple(names)
+
+
+def _keys(c: _Checker, spec, line: int, models: dict | None = None,
+          routes: list | None = None) -> tuple[bool, tuple[KeySpec, ...]]:
     spec = c.mapping(spec, line, "auth")
     if spec is None:
         return False, ()
@@ -587,7 +624,7 @@ def _keys(c: _Checker, spec, line: int) -> tuple[bool, tuple[KeySpec, ...]]:
         item = c.mapping(item, items.item_lines[i], where)
         if item is None:
             continue
-        c.unknown_keys(item, {"name", "key", "sha256", "group", "rpm", "tpm"}, where)
+        c.unknown_keys(item, {"name", "key", "sha256", "group", "rpm", "tpm", "models"}, where)
         name = c.get(item, "name", str, where)
         if not name:
             c.err(item.line, f"{where}: `name` is required")
@@ -619,6 +656,7 @@ def _keys(c: _Checker, spec, line: int) -> tuple[bool, tuple[KeySpec, ...]]:
                 name=name, digest=digest, group=c.get(item, "group", str, where, "default"),
                 rpm=c.number(item, "rpm", where, None, 1, None, True),
                 tpm=c.number(item, "tpm", where, None, 1, None, True),
+                models=_key_models(c, item, where, models or {}, routes or []),
             ))
     if required and not items:
         c.err(spec.line, "auth.required is true but no keys are defined")
@@ -728,7 +766,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
             c.err(route.line, f"route name {route.name!r} is already used on line {seen_names[route.name]}")
         seen_names.setdefault(route.name, route.line)
 
-    auth_required, keys = _keys(c, data.get("auth"), c.line_of(data, "auth"))
+    auth_required, keys = _keys(c, data.get("auth"), c.line_of(data, "auth"), models, routes)
     limits_spec = c.mapping(data.get("limits"), c.line_of(data, "limits"), "limits")
     model_limits, fail_open = {}, True
     if limits_spec is not None:

@@ -106,6 +106,7 @@ class Match:
     score: Band | None = None
     pii: bool | None = None
     pii_kinds: tuple[str, ...] | None = None
+    pii_unscannable: bool = False     # the route's `unscannable: personal`: unreadable parts count as personal
     any: tuple["Match", ...] = ()
     none: tuple["Match", ...] = ()
 
@@ -153,6 +154,7 @@ class KeySpec:
     group: str
     rpm: int | None = None
     tpm: int | None = None
+    models: tuple[str, ...] | None = None   # names (or globs) this key may ask for; None: any
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,7 +207,7 @@ async def poll_remote_load(
     try:
         for path in _KINDS[kind]:
             try:
-                async with session.get(base + path, timeout=client_timeout) as response:
+                async with session.get(base + path, timeout=client_timeout, allow_redirects=False) as response:
                     if response.status != 200:
                         continue
                     if path == "/slots":

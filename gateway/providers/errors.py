@@ -41,7 +41,9 @@ class UpstreamError(Exception):
 
 
 _RETRY_KINDS = {"timeout", "connect", "rate_limit", "server", "malformed", "stream_cut", "overloaded"}
-_FAILOVER_KINDS = {"context_window", "content_policy", "unavailable", "not_found_upstream", "auth_upstream"}
+# "redirect": an upstream answered 3xx; redirects are never followed (the policy names every destination).
+_FAILOVER_KINDS = {"context_window", "content_policy", "unavailable", "not_found_upstream", "auth_upstream",
+                   "redirect"}
 
 
 def action_for(kind: str, status: int | None) -> Action:
@@ -63,6 +65,8 @@ def kind_for_status(status: int, message: str = "") -> str:
         return "server"  # conflict: transient on OpenAI's side, retried as they document
     if status >= 500:
         return "server"
+    if 300 <= status < 400:
+        return "redirect"
     if status in (401, 403):
         # The operator's credentials are wrong for this target; another target may work.
         return "auth_upstream"

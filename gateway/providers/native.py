@@ -7,6 +7,7 @@ passes stream chunks through as they arrive; it parses only what usage accountin
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import orjson
@@ -16,6 +17,10 @@ from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry
 from gateway.providers.sse import data_of as _data_of
 
 _JSON = {"Content-Type": "application/json"}
+# A "model" key, also written with \u escapes. The client's bytes are forwarded only when they hold one:
+# with two top-level "model" keys the gateway (last one wins) and an upstream that reads the first one
+# would disagree on which model is called.
+_MODEL_KEY = re.compile(rb'"(?:m|\\u006[dD])(?:o|\\u006[fF])(?:d|\\u0064)(?:e|\\u0065)(?:l|\\u006[cC])"\s*:')
 
 
 class NativeOpenAIProvider:
@@ -37,7 +42,7 @@ class NativeOpenAIProvider:
 
     def _payload(self, call: UpstreamCall) -> bytes:
         body = call.body
-        if call.raw is not None and body.get("model") == call.model:
+        if call.raw is not None and body.get("model") == call.model and len(_MODEL_KEY.findall(call.raw)) == 1:
             return call.raw
         return orjson.dumps({**body, "model": call.model})
 
@@ -51,7 +56,7 @@ class NativeOpenAIProvider:
         session = self._session_factory()
         try:
             response = await session.post(self._url, data=self._payload(call), headers=self._headers,
-                                          timeout=self._timeout(call.deadlines, call.stream))
+                                          timeout=self._timeout(call.deadlines, call.stream), allow_redirects=False)
         except BaseException as exc:
             raise _translate(exc) from None
         if response.status != 200:

@@ -52,12 +52,15 @@ def evaluate(match: Match, s: Signals, why: list[str] | None = None) -> bool:
         if not note(match.score.contains(score), f"score {score:.3f} {_band(match.score)}"):
             return False
     if match.pii is not None:
-        found = bool(s.pii)
-        if not note(found == match.pii, f"pii={sorted(s.pii) or 'none'}"):
+        unreadable = sorted(s.unscannable) if match.pii_unscannable else []
+        found = bool(unreadable) or bool(s.pii)
+        seen = f"unscannable {unreadable}" if unreadable else (sorted(s.pii) or "none")
+        if not note(found == match.pii, f"pii={seen}"):
             return False
     if match.pii_kinds is not None:
-        hit = s.pii.intersection(match.pii_kinds)
-        if not note(bool(hit), f"pii {sorted(hit) or 'none'} of {list(match.pii_kinds)}"):
+        unreadable = sorted(s.unscannable) if match.pii_unscannable else []
+        hit = [f"unscannable {unreadable}"] if unreadable else sorted(s.pii.intersection(match.pii_kinds))
+        if not note(bool(hit), f"pii {hit or 'none'} of {list(match.pii_kinds)}"):
             return False
     if match.any:
         sub: list[str] = []

@@ -96,6 +96,8 @@ class Router:
         if not self.known_model(policy, request.model):
             raise UnknownModel(request.model)
         signals = Signals(request, self.pii_detector)
+        if policy.uses_pii:
+            await signals.prepare_pii()
         if policy.uses_score_in_match:
             await self._ensure_score(policy, signals)
         reasons: list[str] = []
