@@ -530,6 +530,17 @@ def test_anthropic_errors_in_anthropic_shape(gw, mock, claude):
         assert r.status_code == 400, r.text
         assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
         assert r.headers["x-request-id"] == "bad-1" and r.headers["x-gateway-policy-version"]
+    deep: object = "x"
+    for _ in range(300):  # parses (orjson reads up to 1024 levels) but cannot be re-encoded (255)
+        deep = [deep]
+    for path, body in (("/v1/messages", {"model": "auto", "max_tokens": 5, "metadata": {"user_id": "u"},
+                                         "tools": [{"name": "t", "input_schema": {"type": "object", "x": deep}}],
+                                         "messages": [{"role": "user", "content": "x"}]}),
+                       ("/v1/responses", {"model": "auto", "input": "x", "tools": [
+                           {"type": "function", "name": "t", "parameters": {"x": deep}}]}),
+                       ("/v1/embeddings", {"model": "auto", "input": "x", "user": deep})):
+        r = httpx.post(gw.base + path, headers={"x-api-key": KEY}, json=body, timeout=10)
+        assert r.status_code == 400, (path, r.text)
     r = httpx.get(gw.base + "/v1/messages", headers={"x-api-key": KEY}, timeout=10)
     assert r.status_code == 405 and r.json()["type"] == "error"
     assert not mock.requests()

@@ -61,6 +61,13 @@ async def send_error(send, dialect: Dialect, exc: ApiError, extra: list | None =
     await send({"type": "http.response.body", "body": dialect.error(exc.status, error_dict(exc))})
 
 
+def _dumps(body: dict) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:  # nesting deeper than the encoder allows (the parser allows more)
+        raise ApiError(400, f"The request cannot be forwarded: {exc}", code="invalid_json") from None
+
+
 def _headers(scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
@@ -192,10 +199,16 @@ class DialectEndpoint:
             authenticate(self.rt.policies.current, _headers(scope))  # no work for unknown callers
             request = await read_json(receive, scope, self.rt.settings.max_body_bytes)
             chat_body, echo, on_final = await self.prepare(request, scope)
+            raw = _dumps(chat_body)
         except ApiError as exc:  # answered here, with the headers the chat endpoint puts on its errors
             await send_error(send, self.dialect, exc, _id_headers(scope, self.rt.policies.current.version))
             return
-        raw = orjson.dumps(chat_body)
+        except Exception:  # a bug of ours: still answer in the dialect's shape
+            log.exception("unhandled error translating a %s request", self.dialect.name)
+            await send_error(send, self.dialect, ApiError(500, "The gateway failed to handle this request.",
+                                                          code="internal_error"),
+                             _id_headers(scope, self.rt.policies.current.version))
+            return
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP_HEADERS]
         headers += [(b"content-type", _JSON_TYPE), (b"content-length", str(len(raw)).encode())]
         inner = {**scope, "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "headers": headers}

@@ -68,6 +68,10 @@ def validate(body: dict) -> tuple[str, list[str]]:
     dims = body.get("dimensions")
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
         raise _bad("'dimensions' must be a positive integer.", "dimensions")
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:  # nesting deeper than the encoder allows (the parser allows more)
+        raise ApiError(400, f"The request cannot be forwarded: {exc}", code="invalid_json") from None
     return model, texts
 
 
