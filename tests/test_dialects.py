@@ -106,6 +106,9 @@ def test_anthropic_request_translation_covers_blocks_tools_and_options():
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "document"}]}]}, "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [{"type": []}]}]}, "messages[0].content[0].type"),
+    ({"messages": [{"role": "assistant", "content": [{"type": {}}]}]}, "messages[0].content[0].type"),
+    ({"messages": [{"role": [], "content": "x"}]}, "messages[0].role"),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
     ({"tools": [{"name": "t"}]}, "tools[0].input_schema"),
     ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
@@ -244,6 +247,8 @@ def test_responses_request_translation():
     ({"input": 5}, "input"),
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
+    ({"input": [{"type": [], "role": "user"}]}, "input[0].type"),
+    ({"input": [{"role": {}, "content": "x"}]}, "input[0].role"),
     ({"input": [{"type": "message", "role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
      "input[0].content[0].type"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
@@ -294,7 +299,8 @@ def test_responses_stream_is_well_formed(pieces, tool_args):
 _json = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                      max_leaves=8)
-_block = st.fixed_dictionaries({"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "x"])},
+_block = st.fixed_dictionaries({"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "x"])
+                                        | _json},
                                optional={"text": _json, "source": _json, "id": _json, "name": _json, "input": _json,
                                          "tool_use_id": _json, "content": _json, "is_error": _json})
 _anthropic_body = st.fixed_dictionaries({}, optional={
@@ -303,14 +309,14 @@ _anthropic_body = st.fixed_dictionaries({}, optional={
     "temperature": _json, "top_p": _json, "tools": _json | st.lists(st.dictionaries(
         st.sampled_from(["name", "input_schema", "type", "description"]), _json), max_size=2),
     "tool_choice": _json,
-    "messages": _json | st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"])},
+    "messages": _json | st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "x"]) | _json},
                                                        optional={"content": _json | st.lists(_block, max_size=3)}),
                                  max_size=3)})
 _item = st.fixed_dictionaries({}, optional={
-    "type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x"]),
-    "role": st.sampled_from(["user", "assistant", "system", "x"]), "call_id": _json, "name": _json,
+    "type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x"]) | _json,
+    "role": st.sampled_from(["user", "assistant", "system", "x"]) | _json, "call_id": _json, "name": _json,
     "arguments": _json, "output": _json, "content": _json | st.lists(st.fixed_dictionaries(
-        {"type": st.sampled_from(["input_text", "output_text", "input_image", "refusal", "x"])},
+        {"type": st.sampled_from(["input_text", "output_text", "input_image", "refusal", "x"]) | _json},
         optional={"text": _json, "image_url": _json, "detail": _json}), max_size=2)})
 _responses_body = st.fixed_dictionaries({}, optional={
     "model": st.sampled_from(["auto", ""]) | _json, "input": _json | st.lists(_item, max_size=3),

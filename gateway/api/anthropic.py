@@ -26,7 +26,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 529: "overloaded_error"}
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                  "content_filter": "refusal"}
-_DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+_DROPPED_BLOCKS = ("thinking", "redacted_thinking")  # a tuple: a client may send any JSON as a type
 
 
 def _bad(message: str, param: str) -> ApiError:
@@ -260,7 +260,7 @@ def _stop(choice: dict, stop_sequences: list[str]) -> tuple[str, str | None]:
     matched = choice.get("stop_reason")
     if reason == "stop" and isinstance(matched, str) and matched in stop_sequences:
         return "stop_sequence", matched
-    return _STOP_REASONS.get(reason, "end_turn"), None
+    return (_STOP_REASONS.get(reason, "end_turn") if isinstance(reason, str) else "end_turn"), None
 
 
 def _input_of(arguments: Any) -> dict:
