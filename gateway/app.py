@@ -80,7 +80,7 @@ class Runtime:
         # The shipped classifier loads at start-up, so a missing or broken model stops the start here.
         self._scoring = {"onnx": ScoringKind(load_scorer("onnx", settings.classifier_model or None)),
                          "length": ScoringKind(load_scorer("length"))}
-        self.providers = Providers()
+        self.providers = Providers(settings.max_upstream_body_bytes, settings.max_upstream_event_bytes)
         self.breakers = Breakers(self.store)
         self.router = Router(self._scoring.__getitem__,
                              edge_load=lambda name: self.providers.edge_load(self.policies.current, name),

@@ -20,6 +20,8 @@ class Settings:
     redis_timeout: float = 0.05
     admin_key: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
+    max_upstream_body_bytes: int = 16 * 1024 * 1024    # a non-streamed upstream answer; over it: "oversized"
+    max_upstream_event_bytes: int = 1024 * 1024        # one SSE event of an upstream stream
     log_level: str = "info"
     log_requests: bool = True
     watch_policy: bool = True

@@ -9,7 +9,13 @@ Control (JSON over HTTP):
 An action ({"mix": [[weight, action], ...]} draws one per request): {"status": 200|4xx|5xx, "message": str, "code": str, "headers": {...}, "delay": s, "hang": bool,
             "reset": bool, "malformed": bool, "content": str, "chunks": n, "chunk_delay": s,
             "first_token_delay": s, "cut_after": k, "error_after": k,
-            "tool_call": {"name": str, "arguments": str}}  (answer with that tool call instead of text)
+            "raw": str, "content_type": str   (the whole 200 body as given: HTML, empty, plain text, bad SSE),
+            "first_event": str                (a stream's first `data:` payload as given, then the chunks),
+            "role_chunk": bool                (a stream opens with a role-only chunk; cut_after 0 then cuts it),
+            "no_usage": bool                  (a stream never sends usage, whatever was asked),
+            "huge": n                         (a body, or a stream's first event, of n bytes, sent in 64 KiB
+                                               pieces; the record's "sent" says how far it got),
+            "tool_call": {"name": str, "arguments": str}  (answer with that tool call instead of text)}
 Embeddings: POST /v1/embeddings takes the same scripted actions per model (status, delay, hang, headers) and
 answers deterministic vectors (8 floats derived from each input's text).
 """
@@ -101,6 +107,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b'{"id": "x", "choices": [', content_type="application/json", headers=headers)
     if action.get("tool_call"):
         return await _tool_call_reply(request, body, action["tool_call"], headers)
+    if "raw" in action:
+        return web.Response(body=action["raw"].encode(), headers={
+            "Content-Type": action.get("content_type", "text/event-stream"), **headers})
+    if action.get("huge"):
+        return await _huge(request, record, int(action["huge"]), bool(body.get("stream")))
     content = action.get("content") or f"mock answer to: {_last_user(body)[:60]}"
     prompt_tokens = max(1, len(_last_user(body)) // 4)
     if not body.get("stream"):
@@ -118,6 +129,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "created": int(time.time()), "model": model}
     if action.get("first_token_delay"):
         await asyncio.sleep(action["first_token_delay"])
+    if "first_event" in action:
+        await response.write(b"data: " + action["first_event"].encode() + b"\n\n")
+    if action.get("role_chunk"):
+        role = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        await response.write(b"data: " + json.dumps(role).encode() + b"\n\n")
+        await asyncio.sleep(0.02)  # a separate read on the other side
     for i, word in enumerate(words):
         if action.get("cut_after") is not None and i >= action["cut_after"]:
             request.transport.abort()
@@ -128,7 +145,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             return response
         real = content.split(" ")
         delta = {"content": word + (" " if i < len(real) - 1 else "")}
-        if i == 0:
+        if i == 0 and not action.get("role_chunk"):
             delta["role"] = "assistant"
         chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
         try:
@@ -143,7 +160,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(action["chunk_delay"])
     final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     await response.write(b"data: " + json.dumps(final).encode() + b"\n\n")
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if (body.get("stream_options") or {}).get("include_usage") and not action.get("no_usage"):
         usage = {**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n,
                                                   "total_tokens": prompt_tokens + n}}
         await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
@@ -212,6 +229,27 @@ async def embeddings(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "model": model, "data": [
         {"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(texts)],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def _huge(request: web.Request, record: dict, size: int, stream: bool) -> web.StreamResponse:
+    """A body (or a stream's first event) of `size` bytes with no end of line, in 64 KiB pieces, for as
+    long as the other side reads."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if stream else "application/json"})
+    await response.prepare(request)
+    head = b'data: {"choices": [{"index": 0, "delta": {"content": "' if stream else \
+        b'{"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+    piece = b"a" * 65536
+    record["sent"] = 0
+    try:
+        await response.write(head)
+        while record["sent"] < size:
+            await response.write(piece)
+            record["sent"] += len(piece)
+        await response.write(b'"}}]}\n\n' if stream else b'"}, "finish_reason": "stop"}]}')
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        record["aborted"] = True
+    return response
 
 
 async def hook(request: web.Request) -> web.Response:

@@ -123,3 +123,82 @@ def test_connection_refused_and_timeout(kind, mock, dead_port):
 
     error = run(_with_provider(kind, mock.url, slow))
     assert error.kind == "timeout" and error.action is Action.RETRY
+
+
+async def _drain(provider, model, **body):
+    stream = await provider.stream(call(model, stream=True, **body))
+    framed = getattr(stream, "framed", False)
+    chunks = []
+    try:
+        async for piece in stream:
+            chunks.extend(_payloads(piece, framed))
+    finally:
+        await stream.aclose()
+    return chunks, stream
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_asks_for_usage_and_hides_it_when_the_client_did_not(kind, mock):
+    chunks, stream = run(_with_provider(kind, mock.url, _drain))
+    assert mock.requests()[0]["body"]["stream_options"] == {"include_usage": True}
+    assert all(c.get("choices") for c in chunks) and not any(c.get("usage") for c in chunks)
+    assert stream.usage is not None and stream.usage.completion_tokens == 5
+    assert stream.text_chars == len("mock answer to: hello conformance")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("action", [{"raw": ""}, {"raw": "<html><body>bad gateway</body></html>",
+                                                   "content_type": "text/html"}, {"raw": ": ping\n\n"}])
+def test_stream_with_no_events_is_an_error_not_an_answer(kind, mock, action):
+    """An upstream 200 without a single event must never read as a finished (empty) answer."""
+    mock.script("conf", [action])
+
+    async def fn(provider, model):
+        with pytest.raises(UpstreamError) as info:
+            chunks, _ = await _drain(provider, model)
+            # A provider that passes it on must give nothing a chunk consumer could take for an answer.
+            assert not any(c.get("choices") and c["choices"][0].get("finish_reason") for c in chunks), chunks
+            raise UpstreamError("malformed", "ended without events")
+        return info.value
+
+    error = run(_with_provider(kind, mock.url, fn))
+    assert error.action is Action.RETRY, error
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_answer_over_the_cap_is_oversized(kind, mock, stream):
+    mock.script("conf", [{"huge": 8 * 1024 * 1024}])
+
+    async def fn(provider, model):
+        with pytest.raises(UpstreamError) as info:
+            if stream:
+                await _drain(provider, model)
+            else:
+                await provider.complete(call(model))
+        return info.value
+
+    async def capped(provider_kind):
+        if provider_kind == "native":
+            session = aiohttp.ClientSession()
+            try:
+                return await fn(NativeOpenAIProvider(lambda: session, mock.url, "t", max_body=1 << 20,
+                                                     max_event=1 << 18), "conf")
+            finally:
+                await session.close()
+        return await fn(LitellmProvider({"api_base": mock.url, "api_key": "t"}, max_body=1 << 20, max_event=1 << 18),
+                        "openai/conf")
+
+    error = run(capped(kind))
+    assert error.kind == "oversized", error
+    assert mock.requests()[0].get("sent", 0) < 6 * 1024 * 1024  # reading stopped near the cap
+
+
+def test_native_stream_retries_without_stream_options_when_the_upstream_refuses_them(mock):
+    """The gateway adds `stream_options`; an upstream that rejects the field gets the client's body."""
+    mock.script("conf", [{"status": 400, "message": "Unrecognized request argument supplied: stream_options"}])
+    chunks, stream = run(_with_provider("native", mock.url, _drain))
+    sent = [r["body"] for r in mock.requests()]
+    assert len(sent) == 2 and "stream_options" in sent[0] and "stream_options" not in sent[1]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "mock answer to: hello conformance"
+    assert stream.usage is None and stream.text_chars > 0

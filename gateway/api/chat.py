@@ -25,6 +25,7 @@ from gateway.errors import ApiError, error_body
 from gateway.execution.degrade import canned_chunks, canned_completion
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
+from gateway.providers.base import estimated_usage
 from gateway.routing.request import ChatRequest
 from gateway.routing.router import NoRoute, UnknownModel
 from gateway.routing.signals import estimate_tokens
@@ -78,6 +79,7 @@ class ChatCompletions:
             return
         rt = self.rt
         started = time.perf_counter()
+        arrived = time.monotonic()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         given_id = headers.get("x-request-id")
         request_id = given_id if given_id and _REQUEST_ID.match(given_id) else _new_request_id()
@@ -92,7 +94,8 @@ class ChatCompletions:
             request = ChatRequest(body, raw, model, stream, messages, headers, key.name if key else None,
                                   key.group if key else None, request_id)
             # Per-key limits before routing, whose work (personal-data scan, classifier) grows with the prompt.
-            estimate = estimate_tokens(messages) + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            state["prompt_estimate"] = prompt_tokens = estimate_tokens(messages)
+            estimate = prompt_tokens + int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
             counted = await rt.limiter.admit(policy, key, None, estimate)
             try:
                 decision, plan, _ = await rt.router.decide(policy, request)
@@ -125,7 +128,7 @@ class ChatCompletions:
             send = sent.send
             watcher = _watch_disconnect(receive, sent)  # from here on a client that goes away cancels the work
             try:
-                outcome = await rt.executor.run(request, plan, policy.breaker)
+                outcome = await rt.executor.run(request, plan, policy.breaker, arrived)
                 state["outcome"] = outcome
                 await self._respond(send, request, policy, decision, plan, outcome, state, counted, estimate, ckey)
             finally:
@@ -184,7 +187,9 @@ class ChatCompletions:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + extra})
             assembler = StreamAssembler() if ckey is not None else None
             await self._pump(send, outcome, assembler, state)
-            state["usage"] = outcome.stream.usage
+            stream = outcome.stream
+            state["usage"] = stream.usage or estimated_usage(state.get("prompt_estimate", 0),
+                                                             getattr(stream, "text_chars", 0))
             if assembler is not None and state.get("stream_ok"):
                 completion = assembler.completion()
                 if completion is not None:
@@ -198,17 +203,22 @@ class ChatCompletions:
         stream = outcome.stream
         framed = getattr(stream, "framed", False)  # native streams hand over whole SSE blocks to forward
         try:
-            payload = outcome.first_chunk
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + (outcome.deadline - time.monotonic())):
-                while True:
-                    if assembler is not None:
-                        assembler.add_events(payload) if framed else assembler.add(payload)
-                    await send({"type": "http.response.body", "body": payload if framed else sse.event(payload),
-                                "more_body": True})
+                held = outcome.held  # the opening the executor validated and held back
+                if assembler is not None:
+                    for piece in held:
+                        assembler.add_events(piece) if framed else assembler.add(piece)
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": b"".join(held) if framed else b"".join(sse.event(p) for p in held)})
+                while not outcome.stream_ended:
                     try:
                         payload = await stream.__anext__()
                     except StopAsyncIteration:
                         break
+                    if assembler is not None:
+                        assembler.add_events(payload) if framed else assembler.add(payload)
+                    await send({"type": "http.response.body", "body": payload if framed else sse.event(payload),
+                                "more_body": True})
             state["stream_ok"] = True
             await send({"type": "http.response.body", "body": sse.DONE})
         except TimeoutError:
@@ -245,6 +255,16 @@ class ChatCompletions:
         if retry_after is not None:
             extra.append((b"retry-after", str(max(1, round(retry_after))).encode()))
         reply = plan.degrade.reply
+        if outcome.auth_refused:
+            # An operator error, not a busy upstream: no canned reply hides it (the metric
+            # gateway_upstream_auth_refused_total counts each refusal for alerting).
+            state["status"] = 502
+            log.error("every target of route '%s' refused the gateway's credentials (%s)", plan.route, reason)
+            await _send_error(send, ApiError(502, "Every target refused the gateway's credentials (401/403 "
+                                                  "upstream); the gateway's operator must fix its provider keys.",
+                                             code="upstream_auth_failed", type="api_error"),
+                              decision_headers(request.request_id, policy.version, decision, outcome))
+            return
         if plan.edge_only and error.kind == "overloaded":
             # Edge-only requests are never spilled: a saturated edge answers 429 with when to come back.
             state["status"] = 429

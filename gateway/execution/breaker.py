@@ -25,7 +25,7 @@ from gateway.state.base import Store
 
 # Failures that say the target is unhealthy (not ones caused by the request itself).
 _COUNTED = {"rate_limit", "overloaded", "server", "malformed", "timeout", "connect", "stream_cut",
-            "auth_upstream", "not_found_upstream", "unavailable"}
+            "auth_upstream", "not_found_upstream", "unavailable", "oversized"}
 
 
 def breaker_key(target: str) -> str:
@@ -44,7 +44,7 @@ class OutcomeWindow:
         self.width = max(window, 1e-3) / self.BUCKETS
         self.ok = [0] * self.BUCKETS
         self.bad = [0] * self.BUCKETS
-        self.last = None  # number (time / width) of the newest bucket seen
+        self.last: int | None = None  # number (time / width) of the newest bucket seen
         self.total_ok = self.total_bad = 0
 
     def add(self, failed: bool, now: float) -> tuple[int, int]:

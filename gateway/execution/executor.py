@@ -1,6 +1,12 @@
 """Run a `Plan`: each target in order (and each deployment of a target), with retries, breakers and one
-total deadline; when every target failed or is open, the canned reply. Streams fall over only until the
-first chunk is in hand; after that the api ends them with an error event."""
+total deadline; when every target failed or is open, the canned reply. Streams fall over until the first
+chunk with content is in hand (see `opening.py`); after that the api ends them with an error event.
+
+When every target refused the request for the same reason, retrying later cannot help and a canned reply
+would hide it: every target said the prompt is too long (or against its content policy) → the upstream's
+400 goes to the client; every target refused the gateway's credentials → `auth_refused` (a 502, an
+operator error). A mix of the two is a 400 (the reachable targets judged the request); any other failure,
+or a target skipped by its breaker, leaves the usual degradation."""
 
 from __future__ import annotations
 
@@ -8,11 +14,14 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, retry_if_exception
 
 from gateway.execution.breaker import Breakers
+from gateway.execution.looplag import LoopLag
+from gateway.execution.opening import Opening
 from gateway.execution.retry import BackoffWait, should_retry
 from gateway.observability import metrics
 from gateway.policy.schema import BreakerSpec, Deployment, ModelSpec, RetrySpec
@@ -29,6 +38,7 @@ class Attempt:
     deployment: str
     tries: int = 0
     error: str | None = None     # kind of the last error, None on success
+    failure: UpstreamError | None = None  # the last error itself
     skipped: str | None = None   # why it was not tried ("breaker open")
 
 
@@ -39,12 +49,14 @@ class Outcome:
     deployment: str | None = None
     completion: Completion | None = None
     stream: ChunkStream | None = None
-    first_chunk: bytes | None = None
+    held: list[bytes] = field(default_factory=list)  # the stream's opening pieces, not yet sent
+    stream_ended: bool = False                   # the stream ended within its opening
     client_error: UpstreamError | None = None   # a 4xx to pass back to the client
     failed: UpstreamError | None = None          # last error when every target failed
+    auth_refused: bool = False                   # every target refused the gateway's credentials
     started: float = 0.0
     deadline: float = 0.0
-    _release: object = None
+    _release: Callable[[], None] | None = None
 
     @property
     def tries(self) -> int:
@@ -65,10 +77,16 @@ class Executor:
     def __init__(self, providers: Providers, breakers: Breakers) -> None:
         self.providers = providers
         self.breakers = breakers
+        self.lag = LoopLag()
 
-    async def run(self, request: ChatRequest, plan: Plan, breaker: BreakerSpec) -> Outcome:
-        now = time.monotonic()
-        outcome = Outcome(started=now, deadline=now + plan.deadline)
+    async def run(self, request: ChatRequest, plan: Plan, breaker: BreakerSpec,
+                  arrived: float | None = None) -> Outcome:
+        """`arrived`: when the request came in (time.monotonic()); the deadline counts from there, so that
+        it bounds the whole answer, the work before execution included."""
+        now = time.monotonic() if arrived is None else arrived
+        self.lag.start()
+        # Give up early by what the loop currently lags, so the answer still leaves within the deadline.
+        outcome = Outcome(started=now, deadline=now + plan.deadline - self.lag.reserve(plan.deadline))
         last_error: UpstreamError | None = None
         try:
             async with asyncio.timeout_at(_loop_deadline(outcome.deadline)):
@@ -80,7 +98,7 @@ class Executor:
                             await self._try(request, plan.retry, breaker, model, deployment, attempt, outcome)
                             return outcome
                         except UpstreamError as exc:
-                            attempt.error = exc.kind
+                            attempt.error, attempt.failure = exc.kind, exc
                             if exc.action is Action.CLIENT:
                                 outcome.client_error = exc
                                 return outcome
@@ -91,6 +109,7 @@ class Executor:
             if outcome.attempts and outcome.attempts[-1].error is None and outcome.model is None:
                 outcome.attempts[-1].error = "deadline"
         outcome.failed = last_error or UpstreamError("unavailable", "no target was available (breakers open)")
+        _refused_everywhere(outcome)
         return outcome
 
     async def _order(self, model: ModelSpec, breaker: BreakerSpec, outcome: Outcome) -> list[Deployment]:
@@ -123,8 +142,12 @@ class Executor:
             return outcome.deadline - time.monotonic()
 
         async def once() -> None:
-            attempt.tries += 1
             left = remaining()
+            if left <= 0.001:
+                # The deadline's cancellation can be absorbed by a client library's own timeout firing at
+                # the same moment; no attempt may start then (a timeout of 0 means none to aiohttp).
+                raise UpstreamError("timeout", "the request deadline passed")
+            attempt.tries += 1
             deadlines = Deadlines(connect=min(model.connect_timeout, left), attempt=min(model.timeout, left),
                                   first_token=min(model.first_token_timeout, left))
             call = UpstreamCall(request.body, model.upstream_model, request.stream, deadlines, request.raw)
@@ -134,12 +157,19 @@ class Executor:
             try:
                 if request.stream:
                     stream = await provider.stream(call)
+                    opening = Opening(getattr(stream, "framed", False))
+                    ended = False
                     try:
                         async with asyncio.timeout(deadlines.first_token):
-                            first = await stream.__anext__()
-                    except StopAsyncIteration:
-                        await stream.aclose()
-                        raise UpstreamError("stream_cut", "the upstream stream ended before any chunk") from None
+                            while True:
+                                try:
+                                    piece = await stream.__anext__()
+                                except StopAsyncIteration:
+                                    opening.end()  # raises unless the stream was a well-formed empty answer
+                                    ended = True
+                                    break
+                                if opening.add(piece):
+                                    break
                     except TimeoutError:
                         await stream.aclose()
                         raise UpstreamError("timeout", "no first token in time") from None
@@ -147,13 +177,15 @@ class Executor:
                         await stream.aclose()
                         raise
                     metrics.child(metrics.TTFT, model.name, model.tier).observe(time.monotonic() - started)
-                    outcome.stream, outcome.first_chunk = stream, first
+                    outcome.stream, outcome.held, outcome.stream_ended = stream, opening.held, ended
                     outcome._release = lambda: _decrement(in_flight, name)
                     released = True  # the api releases the slot when the stream ends
                 else:
                     outcome.completion = await provider.complete(call)
                     metrics.child(metrics.UPSTREAM_LATENCY, model.name, model.tier).observe(time.monotonic() - started)
             except UpstreamError as exc:
+                if exc.kind == "auth_upstream":
+                    metrics.UPSTREAM_AUTH_REFUSED.labels(name).inc()
                 await self.breakers.failure(breaker, name, exc.kind)
                 raise
             finally:
@@ -185,6 +217,33 @@ class Executor:
         async for step in retrying:
             with step:
                 await once()
+
+
+_REQUEST_BOUND = {"context_window": "context_length_exceeded", "content_policy": "content_policy_violation"}
+
+
+def _refused_everywhere(outcome: Outcome) -> None:
+    """Turn "every target failed" into the client's 400 or the operator's 502 when every target that was
+    tried refused the request itself or the gateway's credentials (see the module's docstring)."""
+    errors = [a.error for a in outcome.attempts]
+    if not errors or any(e is None for e in errors):  # skipped (breaker open) or cut off by the deadline
+        return
+    kinds = set(errors)
+    if not kinds <= {"context_window", "content_policy", "auth_upstream"}:
+        return
+    request_bound = next((k for k in ("context_window", "content_policy") if k in kinds), None)
+    if request_bound is None:
+        outcome.auth_refused = True
+        return
+    error = next(a.failure for a in reversed(outcome.attempts) if a.error == request_bound)
+    if error is None:
+        return
+    given = error.body.get("error") if isinstance(error.body, dict) else None
+    given = given if isinstance(given, dict) else {}
+    # The upstream's own error in OpenAI's shape, its fields kept, the standard code where it gave none.
+    body = {"message": str(given.get("message") or error.message), "type": given.get("type") or "invalid_request_error",
+            "param": given.get("param"), "code": given.get("code") or _REQUEST_BOUND[request_bound]}
+    outcome.client_error = UpstreamError(request_bound, error.message, status=400, body={"error": body})
 
 
 def _decrement(in_flight: dict, name: str) -> None:

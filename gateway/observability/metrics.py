@@ -29,6 +29,8 @@ FALLBACKS = Counter("gateway_fallbacks_total", "Moves to the next target or depl
 BREAKER_CHANGES = Counter("gateway_breaker_transitions_total", "Breaker state changes", ["target", "state"])
 BREAKER_OPEN = Gauge("gateway_breaker_open", "1 while a target's breaker is open", ["target"],
                      multiprocess_mode="max")
+UPSTREAM_AUTH_REFUSED = Counter("gateway_upstream_auth_refused_total", "Upstream answers 401/403 to the gateway's "
+                                "credentials (an operator error: alert on any increase)", ["target"])
 DEGRADED = Counter("gateway_degraded_total", "Canned or 503 answers after every target failed", ["route", "reason"])
 CACHE = Counter("gateway_cache_total", "Response cache lookups", ["result"])
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by a rate limit", ["scope"])

@@ -376,8 +376,11 @@ def _degrade(c: _Checker, spec, line: int, where: str, base: DegradeSpec) -> Deg
                                f"{where}.webhook")
     if absent:
         c.err(c.line_of(spec, "webhook"), f"{where}.webhook: environment variable {absent} is not set")
+    reply = c.get(spec, "reply", str, where, base.reply)
+    if "reply" in spec and (spec["reply"] is None or str(spec["reply"]).strip().lower() == "none"):
+        reply = None  # `reply: none` (or null): 503 with Retry-After, also over a policy-level reply
     return DegradeSpec(
-        reply=c.get(spec, "reply", str, where, base.reply),
+        reply=reply,
         retry_after=c.duration(spec, "retry_after", where, base.retry_after),
         webhook=webhook,
         webhook_internal=bool(c.get(spec, "webhook_internal", bool, where, base.webhook_internal)),

@@ -36,6 +36,7 @@ class UpstreamCall:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: bool = False   # counted by the gateway (about 4 characters a token), not reported upstream
 
     @property
     def total_tokens(self) -> int:
@@ -46,6 +47,23 @@ class Usage:
         if not isinstance(usage, dict):
             return None
         return cls(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def asks_usage(body: dict) -> bool:
+    """Whether the client asked for the usage chunk at the end of a stream."""
+    options = body.get("stream_options")
+    return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+def with_usage(body: dict) -> dict:
+    """The body with `stream_options.include_usage` set, so that every stream reports its usage."""
+    options = body.get("stream_options")
+    return {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+
+
+def estimated_usage(prompt_tokens: int, text_chars: int) -> Usage:
+    """Usage for a stream whose upstream reported none: about 4 characters a token, as routing estimates."""
+    return Usage(prompt_tokens, (text_chars + 3) // 4, estimated=True)
 
 
 @dataclass(slots=True)
@@ -75,13 +93,19 @@ class ChunkStream(Protocol):
     stream's `framed` is True, bytes holding one or more whole SSE events (`data: {...}\n\n`) to forward
     as they are. Never the final [DONE].
 
-    `usage` holds the usage seen in the stream once it has ended (None if the upstream sent none).
-    `aclose()` must stop the upstream work (close the connection, stop generation).
+    `usage` holds the usage seen in the stream once it has ended (None if the upstream sent none); providers
+    ask the upstream for it on every stream and drop that usage chunk when the client did not ask for it.
+    `text_chars` counts the characters of content and tool-call arguments streamed, for an estimate when
+    the upstream reports no usage. `aclose()` must stop the upstream work (close the connection, stop
+    generation).
     """
 
     usage: Usage | None
+    text_chars: int
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
 
     async def aclose(self) -> None: ...
 

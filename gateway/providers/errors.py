@@ -42,8 +42,9 @@ class UpstreamError(Exception):
 
 _RETRY_KINDS = {"timeout", "connect", "rate_limit", "server", "malformed", "stream_cut", "overloaded"}
 # "redirect": an upstream answered 3xx; redirects are never followed (the policy names every destination).
+# "oversized": an answer body or stream event over the gateway's cap (GATEWAY_MAX_UPSTREAM_*_BYTES).
 _FAILOVER_KINDS = {"context_window", "content_policy", "unavailable", "not_found_upstream", "auth_upstream",
-                   "redirect"}
+                   "redirect", "oversized"}
 
 
 def action_for(kind: str, status: int | None) -> Action:

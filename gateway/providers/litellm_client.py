@@ -11,9 +11,13 @@ import os
 
 import orjson
 
-from gateway.providers.base import Completion, UpstreamCall, Usage
+from gateway.providers import capped_http
+from gateway.providers.base import Completion, UpstreamCall, Usage, asks_usage, with_usage
+from gateway.providers.capped_http import capped_client
 from gateway.providers.errors import UpstreamError, kind_for_status
 
+MAX_BODY_BYTES = 16 * 1024 * 1024   # a non-streamed answer
+MAX_EVENT_BYTES = 1024 * 1024       # one stream chunk
 _OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MODE": "PRODUCTION", "HF_HUB_OFFLINE": "1"}
 _litellm = None
 
@@ -46,15 +50,73 @@ def import_litellm():
         litellm.suppress_debug_info = True
         litellm.drop_params = True
         litellm.telemetry = False
+        # Per-request work the gateway does not use, on the event loop: logging every call (at INFO, twice)
+        # and assembling each stream again for logging callbacks.
+        litellm.disable_streaming_logging = True
+        litellm.turn_off_message_logging = True
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        litellm.aclient_session = capped_client()  # size caps and no redirects on OpenAI-compatible calls
         _litellm = litellm
     return _litellm
 
 
+async def warm_up() -> None:
+    """Import litellm and make a plain, a streamed and a failing call through `acompletion` against a
+    loopback server started for this alone, so that the first client request pays for neither the import nor the
+    lazy set-up inside litellm (seconds of blocking work). Runs before the gateway says it is ready."""
+    from aiohttp import web
+
+    litellm = await asyncio.to_thread(import_litellm)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body.get("model") == "gateway-warm-up-error":
+            return web.json_response({"error": {"message": "warm-up", "type": "server_error"}}, status=500)
+        base = {"id": "chatcmpl-warm-up", "created": 0, "model": body.get("model", "warm-up")}
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if not body.get("stream"):
+            return web.json_response({**base, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {**base, "object": "chat.completion.chunk"}
+        for choices, extra in (([{"index": 0, "delta": {"role": "assistant", "content": "ok"}}], {}),
+                               ([{"index": 0, "delta": {}, "finish_reason": "stop"}], {}), ([], {"usage": usage})):
+            await response.write(b"data: " + orjson.dumps({**chunk, "choices": choices, **extra}) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        kwargs = {"model": "openai/gateway-warm-up", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "warm-up",
+                  "messages": [{"role": "user", "content": "warm up"}], "timeout": 30, "num_retries": 0}
+        await litellm.acompletion(**kwargs)
+        wrapper = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+        async for _ in wrapper:
+            pass
+        try:  # the error path too: litellm maps errors with code it imports on first use
+            await litellm.acompletion(**{**kwargs, "model": "openai/gateway-warm-up-error"})
+        except Exception as exc:  # noqa: BLE001 - the error is the point
+            _translate(exc)
+    finally:
+        await runner.cleanup()
+
+
 class LitellmProvider:
-    def __init__(self, params: dict) -> None:
+    def __init__(self, params: dict, max_body: int = MAX_BODY_BYTES, max_event: int = MAX_EVENT_BYTES) -> None:
         self._params = {k: v for k, v in params.items() if v is not None}
         self._providers: dict[str, tuple[str, frozenset]] = {}
         self._clients: dict[str, tuple[asyncio.AbstractEventLoop, object]] = {}
+        self._max_body = max_body
+        self._max_event = max_event
+        capped_http.LIMITS.update(body=max_body, event=max_event)
 
     def load(self):
         return None
@@ -139,40 +201,89 @@ class LitellmProvider:
             raise _translate(exc) from None
         data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
         data.pop("_hidden_params", None)
-        return Completion.from_dict(data)
+        completion = Completion.from_dict(data)
+        if len(completion.body) > self._max_body:
+            raise UpstreamError("oversized", f"the upstream answer is over the cap of {self._max_body} bytes",
+                                status=200)
+        return completion
 
     async def stream(self, call: UpstreamCall) -> "LitellmStream":
         litellm = import_litellm()
+        kwargs = self._kwargs(call)
+        kwargs["stream_options"] = with_usage(call.body)["stream_options"]  # usage for every stream
         try:
-            wrapper = await litellm.acompletion(**self._kwargs(call), stream=True)
+            wrapper = await litellm.acompletion(**kwargs, stream=True)
         except BaseException as exc:
             raise _translate(exc) from None
-        return LitellmStream(wrapper, call.deadlines.attempt)
+        return LitellmStream(wrapper, call.deadlines.attempt, strip_usage=not asks_usage(call.body),
+                             max_event=self._max_event)
+
+
+_NO_FLAG = object()
 
 
 class LitellmStream:
-    def __init__(self, wrapper, idle_timeout: float | None) -> None:
+    """litellm's chunks as JSON bytes. litellm closes a stream that had no events (an empty 200, an HTML
+    page) or that ended without a finish_reason with a chunk it makes up (`finish_reason: "stop"`); that
+    chunk is recognised here and turned into an upstream failure, so it is never a "successful" answer."""
+
+    def __init__(self, wrapper, idle_timeout: float | None, strip_usage: bool = False,
+                 max_event: int = MAX_EVENT_BYTES) -> None:
         self._wrapper = wrapper
         self._iter = wrapper.__aiter__()
         self._idle = idle_timeout
+        self._strip_usage = strip_usage  # the gateway asked for usage, not the client: drop the usage chunk
+        self._max_event = max_event
+        self._content = False
         self.usage: Usage | None = None
+        self.text_chars = 0
 
     def __aiter__(self):
         return self
 
     async def __anext__(self) -> bytes:
-        try:
-            async with asyncio.timeout(self._idle):
-                chunk = await self._iter.__anext__()
-        except StopAsyncIteration:
-            raise
-        except BaseException as exc:
-            raise _translate(exc, in_stream=True) from None
-        data = chunk.model_dump(exclude_none=True) if hasattr(chunk, "model_dump") else dict(chunk)
-        usage = Usage.from_dict(data.get("usage"))
-        if usage is not None:
-            self.usage = usage
-        return orjson.dumps(data)
+        while True:
+            try:
+                async with asyncio.timeout(self._idle):
+                    chunk = await self._iter.__anext__()
+            except StopAsyncIteration:
+                raise
+            except BaseException as exc:
+                raise _translate(exc, in_stream=True) from None
+            data = chunk.model_dump(exclude_none=True) if hasattr(chunk, "model_dump") else dict(chunk)
+            usage = Usage.from_dict(data.get("usage"))
+            choices = data.get("choices") or []
+            if usage is not None:
+                self.usage = usage
+                if self._strip_usage:
+                    del data["usage"]
+                    if not any(c.get("finish_reason") or _has_text(c.get("delta")) for c in choices):
+                        continue  # the usage chunk the gateway asked for on its own account
+            for choice in choices:
+                delta = choice.get("delta")
+                if _has_text(delta):
+                    self._content = True
+                    self.text_chars += len(delta.get("content") or "") + sum(
+                        len(str((t.get("function") or {}).get("arguments") or ""))
+                        for t in delta.get("tool_calls") or ())
+                if choice.get("finish_reason") and self._made_up():
+                    raise UpstreamError("stream_cut" if self._content else "malformed",
+                                        "the upstream stream ended without a finish_reason" if self._content
+                                        else "the upstream stream had no events", status=200)
+            payload = orjson.dumps(data)
+            if len(payload) > self._max_event:
+                raise UpstreamError("oversized", f"an upstream stream event is over the cap of {self._max_event} "
+                                                 "bytes", status=200)
+            return payload
+
+    def _made_up(self) -> bool:
+        """litellm's closing chunk for a stream whose upstream sent no finish_reason."""
+        w = self._wrapper
+        received = getattr(w, "received_finish_reason", _NO_FLAG)
+        if received is _NO_FLAG:
+            return False  # a litellm that does not say: trust it
+        return received is None and getattr(w, "intermittent_finish_reason", None) is None and \
+            not getattr(w, "received_any_finish_reason", False)
 
     async def aclose(self) -> None:
         close = getattr(self._wrapper, "aclose", None)
@@ -193,7 +304,7 @@ def _no_redirect_client(provider: str, params: dict):
                                   base_url=params.get("api_base") or params.get("base_url")
                                   or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE") or None,
                                   organization=params.get("organization"), max_retries=0,
-                                  http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False))
+                                  http_client=capped_client())  # caps, no redirects
     if provider in ("anthropic", "hosted_vllm"):  # litellm's own HTTP handler serves these
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
@@ -204,6 +315,24 @@ def _no_redirect_client(provider: str, params: dict):
     return None
 
 
+def _has_text(delta) -> bool:
+    return isinstance(delta, dict) and bool(delta.get("content") or delta.get("tool_calls")
+                                            or delta.get("function_call") or delta.get("refusal"))
+
+
+def _over_cap(exc: BaseException | None) -> str | None:
+    """The size-cap message, if the capped transport stopped this answer (litellm and the openai SDK wrap
+    the error, sometimes with a text of their own)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        text = str(exc)
+        if capped_http.MARKER in text:
+            return text.split(capped_http.MARKER + ": ", 1)[-1][:300]
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "original_exception", None)
+        seen += 1
+    return None
+
+
 def _translate(exc: BaseException, in_stream: bool = False) -> BaseException:
     if isinstance(exc, (UpstreamError, asyncio.CancelledError)):
         return exc
@@ -211,6 +340,9 @@ def _translate(exc: BaseException, in_stream: bool = False) -> BaseException:
         return UpstreamError("timeout", "the upstream did not answer in time")
     name = type(exc).__name__
     message = str(exc)[:500]
+    over = _over_cap(exc)
+    if over is not None:
+        return UpstreamError("oversized", over, status=200)
     status = getattr(exc, "status_code", None)
     if name == "ContextWindowExceededError":
         return UpstreamError("context_window", message, status=status or 400)

@@ -6,6 +6,7 @@ import aiohttp
 import orjson
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -18,7 +19,8 @@ _NATIVE_SKIP = {"model", "api_base", "api_key", "extra_headers"}
 
 
 class Providers:
-    def __init__(self) -> None:
+    def __init__(self, max_body: int | None = None, max_event: int | None = None) -> None:
+        self._caps = {k: v for k, v in (("max_body", max_body), ("max_event", max_event)) if v}
         self._session: aiohttp.ClientSession | None = None
         self._by_key: dict[bytes, Provider] = {}
         self._embedded: dict[str, Provider] = {}   # model name -> embedded provider
@@ -49,8 +51,8 @@ class Providers:
         params = deployment.params
         if model.client == "native":
             return NativeOpenAIProvider(self.session, params["api_base"], params.get("api_key"),
-                                        params.get("extra_headers"))
-        return LitellmProvider(params)
+                                        params.get("extra_headers"), **self._caps)
+        return LitellmProvider(params, **self._caps)
 
     def edge_load(self, policy: Policy, name: str) -> EdgeLoad | None:
         """Load of an edge model: the embedded model's own report, else in-flight counts."""
@@ -103,12 +105,25 @@ class Providers:
     async def start(self, policy: Policy) -> None:
         """Load embedded models up front so the first request does not pay for it; start load probes."""
         self.sync_probes(policy)
+        if any(m.client == "litellm" for m in policy.models.values()):
+            from gateway.providers.litellm_client import warm_up
+
+            started = time.monotonic()
+            try:
+                await warm_up()
+            except Exception:  # noqa: BLE001 - a failed warm-up costs the first request time, nothing more
+                logging.getLogger("gateway.providers").exception("litellm warm-up failed")
+            logging.getLogger("gateway.providers").info("litellm warmed up in %.1fs", time.monotonic() - started)
         for model in policy.models.values():
             if model.client == "embedded":
                 provider = self.get(model, model.deployments[0])
                 start = getattr(provider, "start", None)
                 if start is not None:
                     await start()
+        # What was loaded so far (litellm's tables above all) lives as long as the process: leave it out
+        # of the collector's full passes, which otherwise stall the event loop for hundreds of ms each.
+        gc.collect()
+        gc.freeze()
 
     async def aclose(self) -> None:
         for task in self._probes.values():
