@@ -18,6 +18,8 @@ from gateway.api.admin import admin_endpoints
 from gateway.api.chat import ChatCompletions
 from gateway.api.classifier_admin import ClassifierSlot, classifier_endpoints
 from gateway.api.feedback import feedback_endpoint, on_answer, request_record
+from gateway.api.dialect_bridge import DIALECTS, ENDPOINTS, CountTokens
+from gateway.api.embeddings import Embeddings
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
@@ -87,7 +89,8 @@ class Runtime:
         self.breakers = Breakers(self.store)
         self.router = Router(self._scoring.__getitem__,
                              edge_load=lambda name: self.providers.edge_load(self.policies.current, name),
-                             on_share=lambda route, share: metrics.ROUTE_CLOUD_SHARE.labels(route).set(share))
+                             on_share=lambda route, share: metrics.ROUTE_CLOUD_SHARE.labels(route).set(share),
+                             store=self.store)
         self.executor = Executor(self.providers, self.breakers)
         self.limiter = RateLimiter(self.store)
         self.accountant = Accountant(self.store)
@@ -183,6 +186,13 @@ class Runtime:
                             model.name if model else ("canned" if degraded else None)))
         if len(self.recent) > 2000:
             del self.recent[:1000]
+        if decision is not None and decision.conversation and status == 200 and model is not None \
+                and model.tier == "cloud" and policy.sticky_ttl is not None:
+            # Later turns of this conversation stay on the cloud tier (routing reads this back).
+            task = asyncio.get_running_loop().create_task(
+                self.store.cache_set(decision.conversation, b"cloud", policy.sticky_ttl))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if decision is not None and status == 200:
             reference = state.get("reference")
             ref_cost = cost_of(reference, usage) if reference is not None and usage is not None else cost
@@ -240,6 +250,10 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
     routes = [
         Route("/v1/chat/completions", chat, methods=None),
         Route("/chat/completions", chat, methods=None),
+        Route("/v1/messages", ENDPOINTS["anthropic"](runtime, chat, DIALECTS["anthropic"]()), methods=None),
+        Route("/v1/messages/count_tokens", CountTokens(runtime), methods=None),
+        Route("/v1/responses", ENDPOINTS["responses"](runtime, chat, DIALECTS["responses"]()), methods=None),
+        Route("/v1/embeddings", Embeddings(runtime), methods=None),
         Route("/v1/models", models_endpoint(runtime), methods=["GET"]),
         Route("/v1/feedback", feedback_endpoint(runtime), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),

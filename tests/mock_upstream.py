@@ -14,13 +14,17 @@ An action ({"mix": [[weight, action], ...]} draws one per request): {"status": 2
             "role_chunk": bool                (a stream opens with a role-only chunk; cut_after 0 then cuts it),
             "no_usage": bool                  (a stream never sends usage, whatever was asked),
             "huge": n                         (a body, or a stream's first event, of n bytes, sent in 64 KiB
-                                               pieces; the record's "sent" says how far it got)}
+                                               pieces; the record's "sent" says how far it got),
+            "tool_call": {"name": str, "arguments": str}  (answer with that tool call instead of text)}
+Embeddings: POST /v1/embeddings takes the same scripted actions per model (status, delay, hang, headers) and
+answers deterministic vectors (8 floats derived from each input's text).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import time
@@ -101,6 +105,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response(error, status=status, headers=headers)
     if action.get("malformed"):
         return web.Response(body=b'{"id": "x", "choices": [', content_type="application/json", headers=headers)
+    if action.get("tool_call"):
+        return await _tool_call_reply(request, body, action["tool_call"], headers)
     if "raw" in action:
         return web.Response(body=action["raw"].encode(), headers={
             "Content-Type": action.get("content_type", "text/event-stream"), **headers})
@@ -161,6 +167,68 @@ async def chat(request: web.Request) -> web.StreamResponse:
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
+
+
+async def _tool_call_reply(request: web.Request, body: dict, call: dict, headers: dict) -> web.StreamResponse:
+    """An assistant turn that calls one tool (JSON, or a stream whose arguments arrive in three pieces)."""
+    model, call_id = body.get("model", ""), f"call_{uuid.uuid4().hex[:12]}"
+    name, arguments = call.get("name", "tool"), call.get("arguments", "{}")
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": model}
+    usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}
+        return web.json_response({**base, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls"}]}, headers=headers)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+    await response.prepare(request)
+    third = max(1, len(arguments) // 3)
+    pieces = [arguments[:third], arguments[third:2 * third], arguments[2 * third:]]
+    deltas = [{"role": "assistant", "content": None, "tool_calls": [
+        {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}]
+    deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces if p]
+    for delta in deltas:
+        chunk = {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta,
+                                                                         "finish_reason": None}]}
+        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    final = {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {},
+                                                                      "finish_reason": "tool_calls"}]}
+    await response.write(b"data: " + json.dumps(final).encode() + b"\n\n")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        tail = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        await response.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def _vector(text: str) -> list[float]:
+    """A deterministic 8-dimensional vector for a text (the same text always gives the same vector)."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((b - 128) / 128, 6) for b in digest[:8]]
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = json.loads(await request.read())
+    model = body.get("model", "")
+    record = {"model": model, "body": body, "headers": dict(request.headers), "t": time.time(), "aborted": False}
+    received.append(record)
+    action = _next_action(model)
+    if action.get("delay"):
+        await asyncio.sleep(action["delay"])
+    if action.get("hang"):
+        await asyncio.sleep(3600)
+    status = action.get("status", 200)
+    if status != 200:
+        return web.json_response({"error": {"message": action.get("message", f"mock error {status}"),
+                                            "type": "mock_error", "param": None, "code": action.get("code")}},
+                                 status=status, headers=action.get("headers") or {})
+    texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input")]
+    texts = [t if isinstance(t, str) else json.dumps(t) for t in texts]
+    tokens = sum(max(1, len(t) // 4) for t in texts)
+    return web.json_response({"object": "list", "model": model, "data": [
+        {"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(texts)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 async def _huge(request: web.Request, record: dict, size: int, stream: bool) -> web.StreamResponse:
@@ -238,6 +306,7 @@ def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/_script", script)
     app.router.add_get("/_requests", requests_)
     app.router.add_post("/_reset", reset)

@@ -25,7 +25,8 @@ def authenticate(policy: Policy, headers: dict, model: str | None = None) -> Key
     if not policy.auth_required:
         key = find_key(policy, presented) if presented and policy.keys else None
     elif not presented:
-        raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+        raise ApiError(401, "Missing API key: send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
+                       code="invalid_api_key")
     else:
         key = find_key(policy, presented)
         if key is None:

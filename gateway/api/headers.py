@@ -58,6 +58,8 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
             h.append((b"x-gateway-skipped", header_value("; ".join(f"{n}={w}" for n, w in decision.skipped), 300)))
         if decision.complexity is not None:
             h.append((b"x-gateway-complexity-class", header_value(decision.complexity)))
+        if decision.sticky is not None:
+            h.append((b"x-gateway-sticky", decision.sticky.encode()))
     if outcome is not None:
         h.append((b"x-gateway-attempts", str(outcome.tries).encode()))
         h.append((b"x-gateway-fallbacks", str(outcome.fallbacks).encode()))

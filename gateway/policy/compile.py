@@ -177,7 +177,8 @@ def _close(word: str, allowed) -> str:
 # ---- sections -------------------------------------------------------------------------------------
 
 _MODEL_KEYS = {"tier", "litellm", "embedded", "client", "deployments", "timeout", "connect_timeout",
-               "first_token_timeout", "optional", "cost", "fallbacks", "description", "load"}
+               "first_token_timeout", "optional", "cost", "fallbacks", "description", "load", "kind"}
+MODEL_KINDS = ("chat", "embedding")
 LOAD_PROBES = ("llamacpp", "llamacpp-metrics", "llamacpp-slots", "vllm")
 _DEPLOYMENT_RESERVED = {"weight", "name"}
 
@@ -197,6 +198,13 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
         c.err(c.line_of(spec, "tier"), f"{where}.tier must be edge or cloud, got {tier!r}")
     optional = bool(c.get(spec, "optional", bool, where, False))
     missing: list[str] = []
+    kind = c.get(spec, "kind", str, where, "chat")
+    if kind not in MODEL_KINDS:
+        c.err(c.line_of(spec, "kind"), f"{where}.kind must be chat or embedding, got {kind!r}")
+        kind = "chat"
+    if kind == "embedding" and spec.get("embedded") is not None:
+        c.err(c.line_of(spec, "kind"), f"{where}: the embedded model generates text and cannot embed; serve "
+                                       f"embeddings from an OpenAI-compatible server (`litellm`)")
 
     embedded = c.mapping(spec.get("embedded"), c.line_of(spec, "embedded"), f"{where}.embedded")
     params = c.mapping(spec.get("litellm"), c.line_of(spec, "litellm"), f"{where}.litellm")
@@ -323,6 +331,7 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
         load_probe=probe,
         load_interval=interval,
         line=line,
+        kind=kind,
     )
 
 
@@ -467,6 +476,9 @@ def _chain(c: _Checker, route, key: str, where: str, models: dict) -> tuple[str,
     for n, ln in zip(names, lines):
         if n not in models:
             c.err(ln, f"{where}.{key}: unknown model {n!r}{_close(n, models)}")
+        elif models[n].kind != "chat":
+            c.err(ln, f"{where}.{key}: {n!r} is an embedding model; routes send chat requests "
+                      f"(embeddings name their model on /v1/embeddings)")
     if key in route and not names:
         c.err(c.line_of(route, key), f"{where}.{key} must list at least one model")
     return tuple(names)
@@ -668,7 +680,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if not isinstance(data, dict):
         raise PolicyInvalid([PolicyError(source, 1, "the policy must be a mapping at the top level")])
     c.unknown_keys(data, {"version", "models", "routes", "classifier", "retry", "breaker", "degrade",
-                          "deadline", "auth", "limits", "logging", "feedback"}, "the policy")
+                          "deadline", "auth", "limits", "logging", "feedback", "conversations", "responses"},
+                   "the policy")
     version = data.get("version", 1)
     if version != 1:
         c.err(c.line_of(data, "version"), f"unsupported policy version {version!r} (this gateway reads 1)")
@@ -691,6 +704,9 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         for fb in model.fallbacks:
             if fb not in models:
                 c.err(model.line, f"models.{model.name}.fallbacks: unknown model {fb!r}{_close(fb, models)}")
+            elif models[fb].kind != model.kind:
+                c.err(model.line, f"models.{model.name}.fallbacks: {fb!r} is a {models[fb].kind} model, "
+                                  f"{model.name!r} a {model.kind} model")
 
     retry = _retry(c, data.get("retry"), c.line_of(data, "retry"), "retry", RetrySpec())
     breaker_spec = c.mapping(data.get("breaker"), c.line_of(data, "breaker"), "breaker")
@@ -794,6 +810,18 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
                             float(c.number(fb, "promote_margin", "feedback", 0.01, -1.0, 1.0)),
                             bool(c.get(fb, "implicit", bool, "feedback", True)),
                             float(c.number(fb, "implicit_window_s", "feedback", 120.0, 1, None)))
+    conversations = c.mapping(data.get("conversations"), c.line_of(data, "conversations"), "conversations")
+    if conversations is not None:
+        c.unknown_keys(conversations, {"sticky", "ttl"}, "conversations")
+    sticky_ttl = c.duration(conversations, "ttl", "conversations", 3600.0)
+    if not c.get(conversations, "sticky", bool, "conversations", True):
+        sticky_ttl = None
+    responses = c.mapping(data.get("responses"), c.line_of(data, "responses"), "responses")
+    if responses is not None:
+        c.unknown_keys(responses, {"store", "ttl"}, "responses")
+    responses_ttl = c.duration(responses, "ttl", "responses", 3600.0)
+    if not c.get(responses, "store", bool, "responses", False):
+        responses_ttl = None
 
     if c.errors:
         raise PolicyInvalid(c.errors)
@@ -826,6 +854,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         uses_score_in_match=any(r.when.uses_score for r in routes),
         uses_pii=any(r.when.uses_pii for r in routes),
         feedback=feedback,
+        sticky_ttl=sticky_ttl,
+        responses_ttl=responses_ttl,
     )
 
 

@@ -34,6 +34,7 @@ class ModelSpec:
     load_probe: str | None = None    # "llamacpp" | "vllm": read the server's own load report
     load_interval: float = 1.0
     line: int = 0
+    kind: str = "chat"               # "chat" | "embedding" (served on /v1/embeddings only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,8 @@ class Policy:
     uses_score_in_match: bool
     uses_pii: bool
     feedback: FeedbackSpec = FeedbackSpec()
+    sticky_ttl: float | None = 3600.0  # conversations answered by the cloud stay there this long; None: off
+    responses_ttl: float | None = None  # Responses API answers kept this long for previous_response_id; None: off
 
     def model_names(self) -> list[str]:
         return ["auto", *self.models, *self.virtual_models]

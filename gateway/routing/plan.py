@@ -18,6 +18,8 @@ class Decision:
     policy_version: str
     skipped: tuple[tuple[str, str], ...] = ()  # (model, why) left out of the chain
     classifier: str | None = None  # version of the classifier that scored the request
+    conversation: str | None = None  # the conversation's key in the Store (see router.conversation_key)
+    sticky: str | None = None        # "cloud" when edge targets were skipped because of an earlier turn
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
+
+import orjson
 
 from gateway.policy.compile import model_matches
 from gateway.policy.schema import Policy, Route
@@ -12,7 +16,7 @@ from gateway.routing.dial import ShareDial
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import PiiDetector, RegexPiiDetector
 from gateway.routing.plan import Decision, Plan
-from gateway.routing.request import ChatRequest
+from gateway.routing.request import ChatRequest, message_text
 from gateway.routing.signals import Signals
 
 
@@ -32,6 +36,30 @@ SHARE_HEADER = "x-gateway-cloud-share"
 
 
 LoadFn = Callable[[str], "EdgeLoad | None"]
+CONVERSATION_HEADER = "x-gateway-conversation"
+
+
+def conversation_keys(request: ChatRequest) -> tuple[str, str | None]:
+    """Store keys of a conversation: (this turn, the turn before it). With the client's
+    `x-gateway-conversation` id both are that id. Otherwise this turn is the hash of its messages and the
+    turn before is the hash of the messages up to the last assistant message: the request that assistant
+    message answered. Scoped to the caller's API key and the model asked for."""
+    given = request.headers.get(CONVERSATION_HEADER)
+    if given:
+        key = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, "id", given])).hexdigest()
+        return key, key
+    turns: list[tuple] = []
+    last: int | None = None
+    for message in request.messages:
+        role = message.get("role")
+        if role == "assistant":
+            last = len(turns)
+        turns.append((role, message_text(message)))
+    this_turn = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, turns])).hexdigest()
+    if last is None:
+        return this_turn, None
+    before = "conv:" + hashlib.sha256(orjson.dumps([request.key_name, request.model, turns[:last]])).hexdigest()
+    return this_turn, before
 
 
 class Scoring(Protocol):
@@ -49,8 +77,9 @@ class Router:
 
     def __init__(self, scoring: Callable[[str], Scoring], edge_load: LoadFn | None = None,
                  pii_detector: PiiDetector | None = None, clock=time.monotonic,
-                 on_share: Callable[[str, float], None] | None = None) -> None:
+                 on_share: Callable[[str, float], None] | None = None, store=None) -> None:
         self._scoring = scoring  # classifier kind -> Scoring
+        self._store = store      # where conversations answered by the cloud tier are remembered
         self._edge_load = edge_load or (lambda name: None)
         self.pii_detector = pii_detector or RegexPiiDetector()
         self._spilled_until: dict[str, float] = {}
@@ -93,9 +122,9 @@ class Router:
                 reasons = why or ["matches every request"]
                 break
         if route is None:
-            if request.model not in policy.models:
+            if request.model not in policy.models or policy.models[request.model].kind != "chat":
                 raise NoRoute(request.model)
-            return self._pinned(policy, request.model, signals)
+            return await self._pinned(policy, request, request.model, signals)
 
         complexity = None
         chain = route.simple
@@ -120,7 +149,9 @@ class Router:
         chain, spill_reason = self._maybe_spill(policy, route, chain)
         if spill_reason:
             reasons.append(spill_reason)
-        return self._build(policy, route, chain, complexity, reasons, signals, threshold if route.split else None)
+        conversation, sticky_chain = await self._keep_tier(policy, request, chain, route.edge_only, reasons)
+        return self._build(policy, route, sticky_chain or chain, complexity, reasons, signals,
+                           threshold if route.split else None, conversation, sticky_chain is not None)
 
     def _asked_share(self, policy: Policy, route: Route, asked: str, threshold: float, held: bool,
                      reasons: list[str]) -> float:
@@ -140,6 +171,27 @@ class Router:
         reasons.append(f"cloud share {share:g} asked by the client"
                        + ("" if chosen == own else " (higher than the policy's: not granted)"))
         return chosen
+
+    async def _keep_tier(self, policy: Policy, request: ChatRequest, chain: tuple[str, ...], edge_only: bool,
+                         reasons: list[str]) -> tuple[str | None, tuple[str, ...] | None]:
+        """Conversations never move down a tier: once the cloud tier answered a turn, the next turns skip the
+        chain's edge models (provider state and prompt caches stay valid). Edge-only routes keep theirs:
+        personal data outranks stickiness. Returns the key this turn is recorded under when the cloud
+        answers it (None when the chain cannot reach the cloud), and the chain without its edge models when
+        an earlier turn went to the cloud (else None)."""
+        if self._store is None or policy.sticky_ttl is None or edge_only:
+            return None, None
+        models = policy.models
+        cloud = tuple([n for n in chain if models[n].tier != "edge"])
+        if not cloud:
+            return None, None
+        this_turn, turn_before = conversation_keys(request)
+        if turn_before is None or len(cloud) == len(chain) or not any(models[n].available for n in cloud):
+            return this_turn, None
+        if await self._store.cache_get(turn_before) != b"cloud":
+            return this_turn, None
+        reasons.append("conversation answered by the cloud tier before: edge targets skipped")
+        return this_turn, cloud
 
     async def _ensure_score(self, policy: Policy, signals: Signals) -> float:
         if signals.score is None:
@@ -166,17 +218,21 @@ class Router:
         depth = load.queue_depth if load else "?"
         return spill.to + rest, f"spilled over: edge queue {depth}"
 
-    def _pinned(self, policy: Policy, alias: str, signals: Signals) -> tuple[Decision, Plan, Signals]:
+    async def _pinned(self, policy: Policy, request: ChatRequest, alias: str,
+                      signals: Signals) -> tuple[Decision, Plan, Signals]:
         model = policy.models[alias]
         route = Route(
             name=f"model:{alias}", when=None, simple=(alias, *model.fallbacks), complex=(), split=False,
             threshold=None, edge_only=False, retry=policy.retry, degrade=policy.degrade, cache=None,
             spillover=None, deadline=policy.deadline,
         )
-        return self._build(policy, route, route.simple, None, [f"model {alias!r} pinned"], signals)
+        reasons = [f"model {alias!r} pinned"]
+        conversation, sticky_chain = await self._keep_tier(policy, request, route.simple, False, reasons)
+        return self._build(policy, route, sticky_chain or route.simple, None, reasons, signals,
+                           conversation=conversation, sticky=sticky_chain is not None)
 
     def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals,
-               threshold: float | None = None):
+               threshold: float | None = None, conversation: str | None = None, sticky: bool = False):
         targets, skipped, seen = [], [], set()
         for name in chain:
             if name in seen:
@@ -196,7 +252,7 @@ class Router:
             route=route.name, tier=tier, score=signals.score,
             threshold=(threshold if threshold is not None else self.threshold(policy, route)) if route.split else None,
             complexity=complexity, reasons=tuple(reasons), policy_version=policy.version,
-            skipped=tuple(skipped),
+            skipped=tuple(skipped), conversation=conversation, sticky="cloud" if sticky else None,
             classifier=getattr(self._scoring(policy.classifier.kind), "version", None)
             if signals.score is not None else None,
         )
