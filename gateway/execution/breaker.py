@@ -44,7 +44,7 @@ class OutcomeWindow:
         self.width = max(window, 1e-3) / self.BUCKETS
         self.ok = [0] * self.BUCKETS
         self.bad = [0] * self.BUCKETS
-        self.last = None  # number (time / width) of the newest bucket seen
+        self.last: int | None = None  # number (time / width) of the newest bucket seen
         self.total_ok = self.total_bad = 0
 
     def add(self, failed: bool, now: float) -> tuple[int, int]:

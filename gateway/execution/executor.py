@@ -8,6 +8,7 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, retry_if_exception
@@ -44,7 +45,7 @@ class Outcome:
     failed: UpstreamError | None = None          # last error when every target failed
     started: float = 0.0
     deadline: float = 0.0
-    _release: object = None
+    _release: Callable[[], None] | None = None
 
     @property
     def tries(self) -> int:
