@@ -9,8 +9,10 @@ import socket
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from conftest import ADMIN_KEY, Gateway
+from test_validate import chat_body
 
 POLICY = """
 version: 1
@@ -416,3 +418,14 @@ def test_trailing_slash_is_served_and_never_redirected(gw, mock):
     r = httpx.get(gw.base + "/v1/models/", headers={"host": "evil.example"}, follow_redirects=False)
     assert "location" not in r.headers
     _assert_error(r, 404)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(body=chat_body)
+def test_fuzzed_bodies_never_get_a_5xx(gw, body):
+    r = httpx.post(gw.base + "/v1/chat/completions", content=json.dumps(body), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}

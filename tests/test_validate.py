@@ -45,6 +45,13 @@ body = st.fixed_dictionaries({}, optional={
 })
 
 
+# Well-formed on the outside (a model and a list of message objects), anything inside: reaches the checks
+# of each message and field instead of stopping at the first missing key.
+chat_body = st.fixed_dictionaries({"model": st.just("auto"), "messages": st.lists(message, min_size=1, max_size=3)},
+                                  optional={"tools": st.lists(tool, max_size=2), **{n: json_values for n in PARAMS},
+                                            "vendor_field": json_values})
+
+
 def _read_like_the_gateway(b: dict) -> None:
     """What the api, routing and the upstream clients do with an accepted body."""
     model, messages, stream = validate_chat(b)
@@ -58,7 +65,7 @@ def _read_like_the_gateway(b: dict) -> None:
     orjson.dumps({**b, "model": "upstream"})
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body)
 def test_any_body_is_accepted_readably_or_rejected_with_a_400(b):
     raw = orjson.dumps(b)
@@ -72,7 +79,13 @@ def test_any_body_is_accepted_readably_or_rejected_with_a_400(b):
         assert set(error) == {"message", "type", "param", "code"}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chat_body)
+def test_any_chat_shaped_body_is_accepted_readably_or_rejected_with_a_400(b):
+    test_any_body_is_accepted_readably_or_rejected_with_a_400.hypothesis.inner_test(b)
+
+
+@settings(max_examples=150, deadline=None)
 @given(json_values)
 def test_any_json_document_is_a_400_or_a_dict(value):
     try:
