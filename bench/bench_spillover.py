@@ -72,7 +72,7 @@ def main() -> int:
                 wall = time.monotonic() - started
             finally:
                 gw.stop()
-            p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3  # noqa: E731
+            p = lambda q, lat=lat: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3  # noqa: E731
             print(f"{label:<30} {args.requests} requests, {args.clients} clients, {wall:.1f}s: "
                   f"p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, max {lat[-1] * 1e3:.0f} ms; served by {where}")
     finally:

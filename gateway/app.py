@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -211,14 +212,15 @@ class Runtime:
         def pct(p: float):
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
 
-        tiers, models = {}, {}
+        tiers: dict[str, int] = {}
+        models: dict[str, int] = {}
         for _, _, tier, _, _, model in window:
             tiers[tier] = tiers.get(tier, 0) + 1
             if model:
                 models[model] = models.get(model, 0) + 1
         holder = self.policies
         usage = await self.accountant.report(1)
-        today = next(iter(usage.values()), {}).get("all", {})
+        today: dict = (next(iter(usage.values()), None) or {}).get("all", {})
         return {
             "window_s": 300, "requests": len(window), "tiers": tiers, "models": models,
             "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
@@ -290,29 +292,89 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
         yield
         await runtime.stop()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        404: not_found, 405: not_allowed, ApiError: api_error, Exception: server_error})
+    handlers: dict[Any, Any] = {404: not_found, 405: not_allowed, ApiError: api_error, Exception: server_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.runtime = runtime
     return ChatFastPath(app, chat)
 
 
 class ChatFastPath:
     """Sends chat requests straight to their endpoint and everything else through Starlette: the chat
-    path is the hot one, and Starlette's middleware and route matching cost ~10 µs a request there."""
+    path is the hot one, and Starlette's middleware and route matching cost ~10 µs a request there.
+    Every response goes through `_Framing` (policy version header, content-length)."""
 
-    _PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+    # With and without a trailing slash: Starlette would answer the latter with a 307 to a Location built
+    # from the client's Host header.
+    _PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/chat/completions/", "/chat/completions/"})
 
     def __init__(self, app: Starlette, chat: ChatCompletions) -> None:
         self.app = app
         self.chat = chat
         self.state = app.state
         self.router = app.router
+        self.router.redirect_slashes = False  # other paths: a 404 in OpenAI's shape, never a redirect
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] in self._PATHS:
-            await self.chat(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        version = self.state.runtime.policies.current.version.encode()
+        framed = _Framing(send, version, scope.get("http_version") == "1.0").send
+        if scope["path"] in self._PATHS:
+            await self.chat(scope, receive, framed)
+            return
+        await self.app(scope, receive, framed)
+
+
+_VERSION_HEADER = b"x-gateway-policy-version"
+
+
+class _Framing:
+    """Wraps one response's `send`: adds x-gateway-policy-version where the endpoint did not, and sends a
+    content-length instead of chunked transfer coding whenever the body is known at once. HTTP/1.0 has no
+    chunked coding, so for an HTTP/1.0 client a streamed body (SSE) is collected and sent whole."""
+
+    __slots__ = ("_send", "_version", "_http10", "_start", "_parts")
+
+    def __init__(self, send, version: bytes, http10: bool) -> None:
+        self._send = send
+        self._version = version
+        self._http10 = http10
+        self._start: dict | None = None
+        self._parts: list[bytes] = []
+
+    async def send(self, message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            headers = list(message.get("headers") or ())
+            names = {name.lower() for name, _ in headers}
+            if _VERSION_HEADER not in names:
+                headers.append((_VERSION_HEADER, self._version))
+            message = {**message, "headers": headers}
+            if b"content-length" in names or b"transfer-encoding" in names:
+                await self._send(message)
+            else:
+                self._start = message  # until the body shows whether its length is known
+            return
+        if kind == "http.response.body" and self._start is not None:
+            body = message.get("body", b"")
+            if message.get("more_body"):
+                if self._http10:
+                    self._parts.append(body)
+                    return
+                start, self._start = self._start, None
+                await self._send(start)  # a stream to an HTTP/1.1 client: chunked, as it should be
+                await self._send(message)
+                return
+            if self._parts:
+                body = b"".join([*self._parts, body])
+                self._parts = []
+            start, self._start = self._start, None
+            start["headers"].append((b"content-length", str(len(body)).encode()))
+            await self._send(start)
+            await self._send({"type": "http.response.body", "body": body})
+            return
+        await self._send(message)
 
 
 def create_app() -> "ChatFastPath":

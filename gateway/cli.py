@@ -21,10 +21,15 @@ def _serve(args) -> int:
                                  redis_url=args.redis_url)
     setup_logging(settings.log_level)
     try:
-        load_policy(settings.policy)  # fail fast, with file:line, before any worker starts
+        policy = load_policy(settings.policy)  # fail fast, with file:line, before any worker starts
     except PolicyInvalid as exc:
         print(f"gateway: the policy is not valid:\n{exc}", file=sys.stderr)
         return 1
+    for model in policy.models.values():
+        if model.client == "embedded" and not model.available:
+            print(f"gateway: warning: the embedded model '{model.name}' cannot run: {model.unavailable_reason}. "
+                  "Its requests go to the route's other targets, else get the policy's canned reply.",
+                  file=sys.stderr)
     from gateway.classify import ClassifierLoadError, load_scorer
 
     try:
@@ -69,20 +74,10 @@ def _policy_check(args) -> int:
     return 1 if failed else 0
 
 
-def _load_requests(path: str) -> list[dict]:
-    import orjson
-
-    if path.endswith(".jsonl"):
-        with open(path, "rb") as fh:
-            return [orjson.loads(line) for line in fh if line.strip()]
-    with open(path, "rb") as fh:
-        data = orjson.loads(fh.read())
-    return data if isinstance(data, list) else [data]
-
-
 def _inputs(policy_paths: list[str], requests_path: str) -> tuple[list, list[dict]]:
     """The compiled policies and the request bodies; exits 1 (bad policy) or 2 (unreadable requests)."""
     from gateway.policy import PolicyInvalid, load_policy
+    from gateway.routing.traffic import TrafficError, read_requests
 
     try:
         policies = [load_policy(path) for path in policy_paths]
@@ -90,9 +85,9 @@ def _inputs(policy_paths: list[str], requests_path: str) -> tuple[list, list[dic
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        return policies, _load_requests(requests_path)
-    except (OSError, ValueError) as exc:
-        print(f"cannot read {requests_path}: {exc}", file=sys.stderr)
+        return policies, read_requests(requests_path)
+    except TrafficError as exc:
+        print(exc, file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -169,12 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_policy_check)
     explain = psub.add_parser("explain", help="the routing decision for a request, without calling upstreams")
     explain.add_argument("--policy", required=True)
-    explain.add_argument("--request", required=True, help="a JSON request body (or a .jsonl of them)")
+    explain.add_argument("--request", required=True, help="a JSON request body, or a JSONL of request bodies or {\"prompt\": ...} lines")
     explain.set_defaults(func=_policy_explain)
     diff = psub.add_parser("diff", help="how a new policy would route a sample of requests differently")
     diff.add_argument("old")
     diff.add_argument("new")
-    diff.add_argument("--requests", required=True, help="JSONL of request bodies")
+    diff.add_argument("--requests", required=True, help="JSONL of request bodies or {\"prompt\": ...} lines")
     diff.add_argument("--examples", type=int, default=3)
     diff.set_defaults(func=_policy_diff)
 

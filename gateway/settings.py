@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 def _bool(value: str) -> bool:
@@ -34,7 +35,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name == "env":
                 continue
@@ -43,7 +44,7 @@ class Settings:
                 continue
             kind = type(f.default)
             try:
-                values[f.name] = _bool(raw) if kind is bool else kind(raw)
+                values[f.name] = _bool(raw) if kind is bool else kind(raw)  # type: ignore[misc]
             except ValueError:
                 raise SystemExit(f"GATEWAY_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})

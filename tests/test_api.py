@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
 
-from conftest import Gateway
+from conftest import ADMIN_KEY, Gateway
+from test_validate import chat_body
 
 POLICY = """
 version: 1
@@ -251,3 +254,178 @@ def test_upstream_4xx_is_returned_to_the_client(gw, mock, client):
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
     assert "unsupported parameter" in str(info.value)
     assert len(mock.requests()) == 1  # a client error is neither retried nor sent elsewhere
+
+
+# ---- no client input is a 5xx (issue: non-string role, over-deep JSON) ----------------------------------
+
+def _nested(depth: int, leaf=0):
+    value = leaf
+    for i in range(depth):
+        value = {"a": value} if i % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("message, param", [
+    ({"role": [], "content": "x"}, "messages[0].role"),
+    ({"role": {"a": 1}, "content": "x"}, "messages[0].role"),
+    ({"role": 5, "content": "x"}, "messages[0].role"),
+    ({"role": "user", "content": [{"type": "text", "text": ["x"]}]}, "messages[0].content[0].text"),
+    ({"role": "user", "content": [{"type": ["text"]}]}, "messages[0].content[0]"),
+    ({"role": "user", "content": [{"type": "image_url", "image_url": 7}]}, "messages[0].content[0].image_url"),
+    ({"role": "user", "content": "x", "name": []}, "messages[0].name"),
+    ({"role": "assistant", "content": None, "tool_calls": {"id": 1}}, "messages[0].tool_calls"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                            "function": {"name": "f", "arguments": {}}}]},
+     "messages[0].tool_calls[0].function.arguments"),
+    ({"role": "tool", "content": "x", "tool_call_id": 3}, "messages[0].tool_call_id"),
+])
+def test_wrong_message_types_are_400(gw, message, param):
+    r = httpx.post(gw.base + "/v1/chat/completions", json={"model": "auto", "messages": [message]})
+    _assert_error(r, 400, param)
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"tools": [{"type": "function", "function": {"name": 3}}]}, "tools[0].function.name"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": "{}"}}]},
+     "tools[0].function.parameters"),
+    ({"tools": ["f"]}, "tools[0]"),
+    ({"tool_choice": 3}, "tool_choice"),
+    ({"n": 1.5}, "n"),
+    ({"seed": "1"}, "seed"),
+    ({"top_p": True}, "top_p"),
+    ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ({"user": ["u"]}, "user"),
+    ({"logit_bias": {"50256": "ban"}}, "logit_bias"),
+    ({"response_format": {"type": 1}}, "response_format.type"),
+])
+def test_wrong_parameter_types_are_400(gw, extra, param):
+    r = httpx.post(gw.base + "/v1/chat/completions",
+                   json={"model": "auto", "messages": [{"role": "user", "content": "x"}], **extra})
+    _assert_error(r, 400, param)
+
+
+@pytest.mark.parametrize("where", ["unknown_field", "tool_parameters"])
+@pytest.mark.parametrize("depth", [70, 300, 900])
+def test_over_deep_json_is_400_not_500(gw, mock, where, depth):
+    body = {"model": "auto", "messages": [{"role": "user", "content": "deep"}]}
+    if where == "unknown_field":
+        body["vendor_knob"] = _nested(depth)
+    else:
+        body["tools"] = [{"type": "function", "function": {"name": "f", "parameters": {"x": _nested(depth)}}}]
+    raw = json.dumps(body)
+    r = httpx.post(gw.base + "/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert _assert_error(r, 400)["code"] == "invalid_json"
+    assert "deeper than" in r.json()["error"]["message"]
+    assert mock.requests() == []
+
+
+def test_deep_but_reasonable_tool_schema_passes_through(gw, mock):
+    parameters = {"type": "object", "properties": {"x": _nested(40, {"type": "string"})}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": parameters}}]
+    r = httpx.post(gw.base + "/v1/chat/completions",
+                   json={"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": tools})
+    assert r.status_code == 200, r.text
+    assert mock.requests()[0]["body"]["tools"] == tools
+
+
+# ---- x-gateway-policy-version on every response ------------------------------------------------------
+
+def test_policy_version_header_on_every_response(gw):
+    version = httpx.get(gw.base + "/readyz").json()["policy_version"]
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    responses = {
+        "models": httpx.get(gw.base + "/v1/models"),
+        "healthz": httpx.get(gw.base + "/healthz"),
+        "readyz": httpx.get(gw.base + "/readyz"),
+        "metrics": httpx.get(gw.base + "/metrics"),
+        "admin policy": httpx.get(gw.base + "/admin/policy", headers=admin),
+        "admin unauthorised": httpx.get(gw.base + "/admin/policy"),
+        "admin status": httpx.get(gw.base + "/admin/status", headers=admin),
+        "dashboard": httpx.get(gw.base + "/dashboard"),
+        "404": httpx.get(gw.base + "/v1/nothing"),
+        "405 starlette": httpx.delete(gw.base + "/v1/models"),
+        "405 chat": httpx.get(gw.base + "/v1/chat/completions"),
+        "400 chat": httpx.post(gw.base + "/v1/chat/completions", content=b"{"),
+        "413 chat": httpx.post(gw.base + "/v1/chat/completions", content=b"x" * 70_000),
+    }
+    missing = {name: r.status_code for name, r in responses.items()
+               if r.headers.get("x-gateway-policy-version") != version}
+    assert not missing, missing
+
+
+# ---- HTTP/1.0 clients and trailing slashes --------------------------------------------------------------
+
+def _raw_http(port: int, request: bytes) -> tuple[str, dict, bytes]:
+    """One request on a raw socket; reads until the server closes (HTTP/1.0) and splits the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def _http10_post(port: int, path: str, body: dict, host: str = "127.0.0.1") -> tuple[str, dict, bytes]:
+    payload = json.dumps(body).encode()
+    return _raw_http(port, f"POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"model": "auto", "messages": [{"role": "user", "content": "old client"}]}, 200),
+    ({"model": "auto", "messages": []}, 400),
+    ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404),
+])
+def test_http10_json_answers_have_content_length_not_chunked(gw, mock, body, status):
+    line, headers, raw = _http10_post(gw.port, "/v1/chat/completions", body)
+    assert line.split()[1] == str(status), (line, raw[:300])
+    assert "transfer-encoding" not in headers, headers
+    assert int(headers["content-length"]) == len(raw)
+    parsed = json.loads(raw)
+    assert ("choices" in parsed) if status == 200 else ("error" in parsed)
+
+
+def test_http10_stream_is_sent_whole_with_content_length(gw, mock):
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "old stream"}]}
+    line, headers, raw = _http10_post(gw.port, "/v1/chat/completions", body)
+    assert line.split()[1] == "200"
+    assert "transfer-encoding" not in headers, headers
+    assert int(headers["content-length"]) == len(raw)
+    events = [e for e in raw.decode().split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    text = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == "mock answer to: old stream"
+
+
+def test_http10_get_models(gw):
+    line, headers, raw = _raw_http(gw.port, b"GET /v1/models HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert line.split()[1] == "200" and "transfer-encoding" not in headers
+    assert json.loads(raw)["object"] == "list"
+
+
+def test_trailing_slash_is_served_and_never_redirected(gw, mock):
+    line, headers, raw = _http10_post(gw.port, "/v1/chat/completions/", {
+        "model": "auto", "messages": [{"role": "user", "content": "slash"}]}, host="evil.example")
+    assert line.split()[1] == "200", (line, headers)
+    assert "location" not in headers
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "mock answer to: slash"
+    r = httpx.get(gw.base + "/v1/models/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert "location" not in r.headers
+    _assert_error(r, 404)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(body=chat_body)
+def test_fuzzed_bodies_never_get_a_5xx(gw, body):
+    r = httpx.post(gw.base + "/v1/chat/completions", content=json.dumps(body), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}

@@ -206,3 +206,113 @@ def test_cli_explain_and_diff(tmp_path, upstream):
     assert "4 requests replayed" in run.stdout
     assert "tier   changes for 2 (50.0%)" in run.stdout
     assert "edge -> cloud: 2" in run.stdout
+
+
+def _reload_lines(gateway: Gateway) -> list[dict]:
+    lines = []
+    for line in gateway.log_path.read_text(errors="replace").splitlines():
+        if '"policy_reload"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+def _wait_version(gateway: Gateway, text: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(gateway.base + "/admin/policy", headers=gateway.admin()).json()["version"].startswith(digest(text)):
+            return
+        time.sleep(0.05)
+    pytest.fail("the policy edit was not reloaded")
+
+
+def test_reload_only_when_the_policy_content_changes(upstream, tmp_path):
+    """Files coming and going beside the policy, a touch, or a rewrite with the same bytes reload nothing;
+    a real edit reloads once, also through a ConfigMap-style symlink swap."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    gateway = Gateway(BASE.format(url=upstream.url, n=1), folder)
+    try:
+        time.sleep(0.6)
+        assert _reload_lines(gateway) == []
+        for i in range(5):
+            (folder / f"other-{i}.txt").write_text("x")
+            time.sleep(0.1)
+        for i in range(5):
+            (folder / f"other-{i}.txt").unlink()
+        (folder / ".swp").write_text("editor")
+        os.replace(folder / ".swp", folder / "notes.txt")
+        os.utime(gateway.policy_path)
+        gateway.policy_path.write_text(gateway.policy_path.read_text())  # same bytes again
+        time.sleep(1.5)  # several polls and debounces
+        assert _reload_lines(gateway) == []
+
+        edit = BASE.format(url=upstream.url, n=2)
+        gateway.write_policy(edit)
+        _wait_version(gateway, edit)
+        time.sleep(1.0)
+        assert [(r["ok"], r["trigger"]) for r in _reload_lines(gateway)] == [(True, "file change")]
+
+        # Kubernetes ConfigMap: the policy path is a symlink into a data folder that is swapped atomically.
+        swapped = BASE.format(url=upstream.url, n=3)
+        for name, text in (("v1", edit), ("v2", swapped)):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "policy.yaml").write_text(text)
+        link = folder / ".tmp-link"
+        link.symlink_to(tmp_path / "v1" / "policy.yaml")  # same content as now: no reload
+        os.replace(link, gateway.policy_path)
+        time.sleep(1.0)
+        assert len(_reload_lines(gateway)) == 1
+        link.symlink_to(tmp_path / "v2" / "policy.yaml")
+        os.replace(link, gateway.policy_path)
+        _wait_version(gateway, swapped)
+        time.sleep(1.0)
+        assert len(_reload_lines(gateway)) == 2
+    finally:
+        gateway.stop()
+
+
+def _documents(text: str) -> list[dict]:
+    decoder, docs, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        doc, end = decoder.raw_decode(text, at + len(text[at:]) - len(text[at:].lstrip()))
+        docs.append(doc)
+        at = end
+    return docs
+
+
+def test_one_traffic_reader_for_diff_explain_and_calibrate(tmp_path, upstream):
+    """`{"prompt": ...}` lines and chat request bodies are the same sample to every command that reads one."""
+    old = tmp_path / "old.yaml"
+    new = tmp_path / "new.yaml"
+    old.write_text(BASE.format(url=upstream.url, n=1))
+    new.write_text(BASE.format(url=upstream.url, n=1).replace("threshold: 0.5", "threshold: 0.01"))
+    prompts = ["hi", "hello there", "def f(): pass", "a" * 300, "Prove that there are infinitely many primes."]
+    as_prompts = tmp_path / "prompts.jsonl"
+    as_prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    as_bodies = tmp_path / "bodies.jsonl"
+    as_bodies.write_text("".join(json.dumps({"model": "auto", "messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": p}]}) + "\n" for p in prompts))
+
+    def gateway(*args: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, cwd=ROOT,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    diffs = [gateway("policy", "diff", str(old), str(new), "--requests", str(path))
+             for path in (as_prompts, as_bodies)]
+    assert "5 requests replayed" in diffs[0]
+    assert "tier   changes for" in diffs[0]
+    assert diffs[0] == diffs[1]
+    thresholds = [gateway("classify", "--calibrate", str(path), "--cloud-share", "0.4")
+                  for path in (as_prompts, as_bodies)]
+    assert float(thresholds[0]) == float(thresholds[1])
+    explained = [_documents(gateway("policy", "explain", "--policy", str(old), "--request", str(path)))
+                 for path in (as_prompts, as_bodies)]
+    assert [d["route"] for d in explained[0]] == [d["route"] for d in explained[1]]
+    assert [d["route"] for d in explained[0]] == ["auto", "auto", "code", "auto", "auto"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"messages": "hi"}\n')
+    run = subprocess.run([sys.executable, "-m", "gateway", "policy", "diff", str(old), str(new), "--requests",
+                          str(bad)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 2 and "line 2" in run.stderr

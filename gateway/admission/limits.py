@@ -19,9 +19,9 @@ class RateLimiter:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def admit(self, policy: Policy, key: KeySpec | None, model: str | None, tokens: int) -> list[tuple]:
+    async def admit(self, policy: Policy, key: KeySpec | None, model: str | None, tokens: int) -> list[str]:
         """Count this request; raise 429 when a limit is reached. Returns what to correct afterwards."""
-        checks = []
+        checks: list[tuple[str, str | None, int | None, int | None]] = []
         if key is not None:
             checks.append(("key", key.name, key.rpm, key.tpm))
         limit = policy.model_limits.get(model) if model else None
@@ -32,7 +32,8 @@ class RateLimiter:
         if not self.store.healthy and not policy.limits_fail_open:
             raise ApiError(503, "Rate limits cannot be checked right now (shared state is unavailable).",
                            code="limits_unavailable", headers={"retry-after": "5"})
-        counted, headers = [], {}
+        counted: list[str] = []
+        headers: dict[str, str] = {}
         for scope, name, rpm, tpm in checks:
             if rpm:
                 result = await self.store.window_take(f"rl:{scope}:{name}:req", 1, rpm, WINDOW)

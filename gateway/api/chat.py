@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 import orjson
 
@@ -85,7 +86,7 @@ class ChatCompletions:
         given_id = headers.get("x-request-id")
         request_id = given_id if given_id and _REQUEST_ID.match(given_id) else _new_request_id()
         policy = rt.policies.current  # this request keeps this version to the end, whatever reloads happen
-        state = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
+        state: dict[str, Any] = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
         try:
             key = authenticate(policy, headers)  # before reading the body: no work for unknown callers
             raw = await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length"))
@@ -149,7 +150,7 @@ class ChatCompletions:
             state["status"] = 499  # the client went away; the upstream call was cancelled with us
             if exc.args[:1] != (_DISCONNECTED,):
                 raise  # a shutdown, not our disconnect watcher: let it through
-            asyncio.current_task().uncancel()
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # always inside a task
         except Exception:  # a bug of ours: still answer in OpenAI's shape when nothing was sent yet
             log.exception("unhandled error in the chat endpoint")
             if state["status"]:
@@ -340,6 +341,7 @@ def _watch_disconnect(receive, sent: _Sent) -> asyncio.Task:
     """A task that cancels the current one (and with it the upstream call) if the client disconnects
     before the answer is complete. The caller cancels the watcher when the request is done."""
     task = asyncio.current_task()
+    assert task is not None
 
     async def watch() -> None:
         while True:

@@ -7,7 +7,8 @@
     gateway eval  [--model PATH] [--data DIR] [--crossfit]
     gateway learn --feedback F.jsonl --output DIR [--traffic T.jsonl --cloud-share S]   (see learn.py, learn_cli.py)
 
-Input lines are JSON objects with a string "prompt"; blank lines are skipped. A bad line stops the
+Input lines are JSON objects with a string "prompt", or chat request bodies (their last user message is
+scored); blank lines are skipped. A bad line stops the
 command before anything is written, with an error naming the file and line number (exit code 2).
 Exit codes: 0 ok, 1 model could not be loaded, 2 bad input or data.
 """
@@ -33,31 +34,14 @@ def _err(msg: str) -> None:
 
 
 def read_prompts(path: str) -> list[str]:
-    """Prompts of a JSONL file, in order; raises InputError naming the line on the first bad line."""
-    prompts: list[str] = []
+    """Prompts of a sample (`{"prompt": ...}` lines or chat request bodies), in order; raises InputError
+    naming the line on the first bad line."""
+    from gateway.routing.traffic import TrafficError, read_prompts as read_sample
+
     try:
-        f = sys.stdin if path == "-" else open(path, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from e
-            if not isinstance(obj, dict) or "prompt" not in obj:
-                raise InputError(f'{path}: line {lineno}: expected an object with a "prompt" field')
-            if not isinstance(obj["prompt"], str):
-                raise InputError(f'{path}: line {lineno}: "prompt" must be a string, got {type(obj["prompt"]).__name__}')
-            prompts.append(obj["prompt"])
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason})") from e
-    finally:
-        if f is not sys.stdin:
-            f.close()
-    return prompts
+        return read_sample(path)
+    except TrafficError as e:
+        raise InputError(str(e)) from e
 
 
 def _score_all(scorer: Any, prompts: list[str], batch: int = 256) -> list[float]:

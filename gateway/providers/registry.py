@@ -90,12 +90,12 @@ class Providers:
             try:
                 loads = [await poll_remote_load(self.session(), kind, base_url=base, timeout=min(1.0, interval))
                          for base in bases]
-                loads = [x for x in loads if x is not None]
-                if loads:
+                found = [x for x in loads if x is not None]
+                if found:
                     self._remote[name] = (time.monotonic(), EdgeLoad(
-                        queue_depth=sum(x.queue_depth for x in loads), in_flight=sum(x.in_flight for x in loads),
-                        tokens_per_second=sum(x.tokens_per_second for x in loads),
-                        expected_wait_s=min(x.expected_wait_s for x in loads)))
+                        queue_depth=sum(x.queue_depth for x in found), in_flight=sum(x.in_flight for x in found),
+                        tokens_per_second=sum(x.tokens_per_second for x in found),
+                        expected_wait_s=min(x.expected_wait_s for x in found)))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a probe must never stop
@@ -115,7 +115,7 @@ class Providers:
                 logging.getLogger("gateway.providers").exception("litellm warm-up failed")
             logging.getLogger("gateway.providers").info("litellm warmed up in %.1fs", time.monotonic() - started)
         for model in policy.models.values():
-            if model.client == "embedded":
+            if model.client == "embedded" and model.available:  # unavailable: not installed here
                 provider = self.get(model, model.deployments[0])
                 start = getattr(provider, "start", None)
                 if start is not None:

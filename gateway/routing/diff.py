@@ -10,7 +10,7 @@ from gateway.routing.request import ChatRequest
 
 async def _outcome(router, policy: Policy, body: dict) -> dict:
     model = body.get("model")
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = body["messages"] if isinstance(body.get("messages"), list) else []
     request = ChatRequest(body, b"", model if isinstance(model, str) else "", bool(body.get("stream")), messages, {})
     try:
         decision, plan, _ = await router.decide(policy, request)
@@ -21,9 +21,9 @@ async def _outcome(router, policy: Policy, body: dict) -> dict:
 
 
 async def diff_policies(router, old: Policy, new: Policy, requests: list[dict]) -> dict:
-    changed = Counter()
+    changed: Counter[str] = Counter()
     examples: dict[str, list] = {"route": [], "tier": [], "model": []}
-    moves = Counter()
+    moves: Counter[tuple[str, str, str]] = Counter()
     for i, body in enumerate(requests):
         a = await _outcome(router, old, body)
         b = await _outcome(router, new, body)

@@ -222,7 +222,8 @@ class Router:
                       signals: Signals) -> tuple[Decision, Plan, Signals]:
         model = policy.models[alias]
         route = Route(
-            name=f"model:{alias}", when=None, simple=(alias, *model.fallbacks), complex=(), split=False,
+            name=f"model:{alias}", when=None,  # type: ignore[arg-type]  # never matched: chosen by name
+            simple=(alias, *model.fallbacks), complex=(), split=False,
             threshold=None, edge_only=False, retry=policy.retry, degrade=policy.degrade, cache=None,
             spillover=None, deadline=policy.deadline,
         )

@@ -427,7 +427,7 @@ class RedisStore:
         if task is None:
             task = asyncio.ensure_future(self._refresh_view(key))
             self._view_tasks[key] = task
-            task.add_done_callback(lambda _t, k=key: self._view_tasks.pop(k, None))
+            task.add_done_callback(lambda _t, k=key: self._view_tasks.pop(k, None))  # type: ignore[misc]
         return await asyncio.shield(task)
 
     async def _refresh_view(self, key: str) -> BreakerView:
