@@ -42,7 +42,8 @@ FEEDBACK_ON = "feedback: {store_prompts: true, window_s: 600, max_records: 1000}
 
 
 def policy(url: str, feedback: str = FEEDBACK_ON) -> str:
-    digest = lambda k: hashlib.sha256(k.encode()).hexdigest()
+    def digest(k):
+        return hashlib.sha256(k.encode()).hexdigest()
     return POLICY.format(url=url, a=digest(KEY_A), b=digest(KEY_B), feedback=feedback)
 
 

@@ -76,7 +76,8 @@ def bootstrap_intervals(model: np.ndarray, length: np.ndarray, w: np.ndarray, s:
         a_d.append(m - apgr(length[i], w[i], s[i]))
     if len(a_m) < n_boot // 2:
         return None, None
-    q = lambda v: (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)))
+    def q(v):
+        return (float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95)))
     return q(a_m), q(a_d)
 
 

@@ -341,7 +341,8 @@ def train(data_dir: str | None = None, out_dir: str | Path | None = None, seed: 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(model_path), sess_options=so, providers=["CPUExecutionProvider"])
-    run = lambda X: sess.run(["score"], {"features": X})[0].reshape(-1).astype(np.float64)
+    def run(X):
+        return sess.run(["score"], {"features": X})[0].reshape(-1).astype(np.float64)
     s_va, s_cal = run(Xva), run(Xcal)
     y_cal = np.array([e.label for e in chat_cal])
     w_cal = np.where(y_cal == 1, CALIBRATION_HARD_SHARE / max(1, int(y_cal.sum())),

@@ -814,28 +814,28 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     if logging_spec:
         c.unknown_keys(logging_spec, {"prompts"}, "logging")
     log_prompts = bool(c.get(logging_spec, "prompts", bool, "logging", False))
-    fb = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
-    if fb:
-        c.unknown_keys(fb, {"enabled", "store_prompts", "window_s", "retention_days", "max_records",
+    feedback_map = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
+    if feedback_map:
+        c.unknown_keys(feedback_map, {"enabled", "store_prompts", "window_s", "retention_days", "max_records",
                             "promote_margin", "implicit", "implicit_window_s"}, "feedback")
-    feedback = FeedbackSpec(bool(c.get(fb, "enabled", bool, "feedback", "feedback" in data)),
-                            bool(c.get(fb, "store_prompts", bool, "feedback", False)),
-                            float(c.number(fb, "window_s", "feedback", 86400.0, 1, None)),
-                            float(c.number(fb, "retention_days", "feedback", 30.0, 0.001, None)),
-                            int(c.number(fb, "max_records", "feedback", 100_000, 1, None, True)),
-                            float(c.number(fb, "promote_margin", "feedback", 0.01, -1.0, 1.0)),
-                            bool(c.get(fb, "implicit", bool, "feedback", True)),
-                            float(c.number(fb, "implicit_window_s", "feedback", 120.0, 1, None)))
+    feedback = FeedbackSpec(bool(c.get(feedback_map, "enabled", bool, "feedback", "feedback" in data)),
+                            bool(c.get(feedback_map, "store_prompts", bool, "feedback", False)),
+                            float(c.number(feedback_map, "window_s", "feedback", 86400.0, 1, None)),
+                            float(c.number(feedback_map, "retention_days", "feedback", 30.0, 0.001, None)),
+                            int(c.number(feedback_map, "max_records", "feedback", 100_000, 1, None, True)),
+                            float(c.number(feedback_map, "promote_margin", "feedback", 0.01, -1.0, 1.0)),
+                            bool(c.get(feedback_map, "implicit", bool, "feedback", True)),
+                            float(c.number(feedback_map, "implicit_window_s", "feedback", 120.0, 1, None)))
     conversations = c.mapping(data.get("conversations"), c.line_of(data, "conversations"), "conversations")
     if conversations is not None:
         c.unknown_keys(conversations, {"sticky", "ttl"}, "conversations")
-    sticky_ttl = c.duration(conversations, "ttl", "conversations", 3600.0)
+    sticky_ttl: float | None = c.duration(conversations, "ttl", "conversations", 3600.0)
     if not c.get(conversations, "sticky", bool, "conversations", True):
         sticky_ttl = None
     responses = c.mapping(data.get("responses"), c.line_of(data, "responses"), "responses")
     if responses is not None:
         c.unknown_keys(responses, {"store", "ttl"}, "responses")
-    responses_ttl = c.duration(responses, "ttl", "responses", 3600.0)
+    responses_ttl: float | None = c.duration(responses, "ttl", "responses", 3600.0)
     if not c.get(responses, "store", bool, "responses", False):
         responses_ttl = None
 

@@ -681,6 +681,7 @@ class EmbeddedStream:
 
     def __init__(self, provider: EmbeddedProvider, job: _Job, include_usage: bool, gap: float | None) -> None:
         self.usage: Usage | None = None
+        self.text_chars = 0  # the embedded model always reports usage; kept for the ChunkStream protocol
         self.finish_reason: str | None = None
         self._provider = provider
         self._job = job

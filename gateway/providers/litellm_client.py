@@ -304,7 +304,7 @@ def _no_redirect_client(provider: str, params: dict):
                                   base_url=params.get("api_base") or params.get("base_url")
                                   or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_BASE") or None,
                                   organization=params.get("organization"), max_retries=0,
-                                  http_client=capped_client())  # caps, no redirects
+                                  http_client=capped_client())  # type: ignore[arg-type]  # caps, no redirects
     if provider in ("anthropic", "hosted_vllm"):  # litellm's own HTTP handler serves these
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
