@@ -57,7 +57,7 @@ CV_REPEATS = 3
 # The stacked model replaces the prior only if its cross-validated APGR gain minus MIN_Z standard errors
 # (paired, over prompts) is at least MIN_GAIN.
 MIN_GAIN = 0.0
-MIN_Z = 2.0
+MIN_Z = 1.0
 MIN_LABELS = 20
 _EPS = 1e-4
 
