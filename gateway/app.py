@@ -88,13 +88,14 @@ class Runtime:
         self.classifier = ClassifierSlot(self._scoring, ScoringKind)  # hot promotion and rollback
         self.providers = Providers(settings.max_upstream_body_bytes, settings.max_upstream_event_bytes)
         self.breakers = Breakers(self.store)
+        self.accountant = Accountant(self.store)
         self.router = Router(self._scoring.__getitem__,
                              edge_load=lambda name: self.providers.edge_load(self.policies.current, name),
                              on_share=lambda route, share: metrics.ROUTE_CLOUD_SHARE.labels(route).set(share),
-                             store=self.store)
+                             store=self.store, spend=self.accountant.cloud_spent,
+                             on_budget=lambda scope, name: metrics.BUDGET_SPENT.labels(scope, name).inc())
         self.executor = Executor(self.providers, self.breakers)
         self.limiter = RateLimiter(self.store)
-        self.accountant = Accountant(self.store)
         self.handoff = HandOff(self.providers.session)
         self.request_log = RequestLog(enabled=settings.log_requests)
         # Request records for feedback: in Redis when shared, else in their own memory (not the response cache's).

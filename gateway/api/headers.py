@@ -60,6 +60,8 @@ def decision_headers(request_id: str, policy_version: str, decision=None, outcom
             h.append((b"x-gateway-complexity-class", header_value(decision.complexity)))
         if decision.sticky is not None:
             h.append((b"x-gateway-sticky", decision.sticky.encode()))
+        if decision.budget is not None:
+            h.append((b"x-gateway-budget", decision.budget.encode()))
     if outcome is not None:
         h.append((b"x-gateway-attempts", str(outcome.tries).encode()))
         h.append((b"x-gateway-fallbacks", str(outcome.fallbacks).encode()))

@@ -42,6 +42,8 @@ POLICY_RELOADS = Counter("gateway_policy_reloads_total", "Policy reloads", ["res
 REDIS_DEGRADED = Gauge("gateway_redis_degraded", "1 while Redis is unreachable and local state is used",
                        multiprocess_mode="max")
 COST = Counter("gateway_cost_usd_total", "Cost of answered requests", ["route", "tier", "model"])
+BUDGET_SPENT = Counter("gateway_budget_spent_total", "Requests routed with a daily cloud budget spent (moved to the "
+                       "edge when the route has an edge model)", ["scope", "name"])
 SAVINGS = Counter("gateway_savings_usd_total", "Cost avoided against the route's reference cloud model", ["route"])
 
 

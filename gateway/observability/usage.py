@@ -15,7 +15,7 @@ from gateway.state.base import Store
 
 log = logging.getLogger("gateway.usage")
 _FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "reference_cost_usd", "savings_usd",
-           "degraded")
+           "degraded", "cloud_cost_usd")
 
 
 class Accountant:
@@ -31,7 +31,7 @@ class Accountant:
         group = (int(time.time() // 86400), key or "-", route, model, tier)
         sums = self._pending.get(group)
         if sums is None:
-            sums = self._pending[group] = [0, 0, 0, 0.0, 0.0, 0.0, 0]
+            sums = self._pending[group] = [0, 0, 0, 0.0, 0.0, 0.0, 0, 0.0]
         sums[0] += 1
         sums[1] += prompt_tokens
         sums[2] += completion_tokens
@@ -39,6 +39,8 @@ class Accountant:
         sums[4] += reference_cost
         sums[5] += max(0.0, reference_cost - cost)
         sums[6] += 1 if degraded else 0
+        if tier == "cloud":
+            sums[7] += cost  # what daily cloud budgets count (routing/budget.py)
         if prompt_tokens or completion_tokens:
             metrics.token_usage(model, prompt_tokens, completion_tokens)
         if cost:
@@ -68,6 +70,16 @@ class Accountant:
                 await self.store.counters_add(key, fields)
             except Exception:  # noqa: BLE001 - accounting must never break serving
                 log.exception("usage flush failed for %s", key)
+
+    async def cloud_spent(self, scope: str) -> float:
+        """Today's (UTC) cloud cost of one scope, "key=NAME" or "route=NAME": the shared total plus what this
+        process has not flushed yet."""
+        day = int(time.time() // 86400)
+        at = 1 if scope.startswith("key=") else 2
+        name = scope.split("=", 1)[1]
+        local = sum(sums[7] for group, sums in self._pending.items() if group[0] == day and group[at] == name)
+        stored = await self.store.counters_get(f"usage:{time.strftime('%Y-%m-%d', time.gmtime(day * 86400))}:{scope}")
+        return local + float(stored.get("cloud_cost_usd", 0.0))
 
     async def aclose(self) -> None:
         if self._task is not None:

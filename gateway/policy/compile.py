@@ -484,7 +484,7 @@ def _match(c: _Checker, spec, line: int, where: str) -> Match:
 
 
 _ROUTE_KEYS = {"name", "when", "targets", "simple", "complex", "threshold", "edge_only", "retry", "degrade",
-               "cache", "spillover", "deadline", "description", "unscannable"}
+               "cache", "spillover", "deadline", "description", "unscannable", "cloud_budget_usd"}
 
 
 def _chain(c: _Checker, route, key: str, where: str, models: dict) -> tuple[str, ...]:
@@ -584,7 +584,17 @@ def _route(c: _Checker, spec, line: int, index: int, models: dict, defaults: dic
         spillover=spill,
         deadline=c.duration(spec, "deadline", where, defaults["deadline"]),
         line=line,
+        cloud_budget_usd=_budget(c, spec, where, edge_only),
     )
+
+
+def _budget(c: _Checker, spec, where: str, edge_only: bool = False) -> float | None:
+    """`cloud_budget_usd` of a route or a key: dollars of cloud spend per UTC day."""
+    value = c.number(spec, "cloud_budget_usd", where, None, 0.0)
+    if value is not None and edge_only:
+        c.err(c.line_of(spec, "cloud_budget_usd"), f"{where}: an edge_only route never spends on the cloud; "
+                                                   f"cloud_budget_usd has no effect here")
+    return None if value is None else float(value)
 
 
 def _unscannable_is_personal(match: Match) -> Match:
@@ -644,7 +654,7 @@ def _keys(c: _Checker, spec, line: int, models: dict | None = None,
         item = c.mapping(item, _item_line(items, i), where)
         if item is None:
             continue
-        c.unknown_keys(item, {"name", "key", "sha256", "group", "rpm", "tpm", "models"}, where)
+        c.unknown_keys(item, {"name", "key", "sha256", "group", "rpm", "tpm", "models", "cloud_budget_usd"}, where)
         name = c.get(item, "name", str, where)
         if not name:
             c.err(item.line, f"{where}: `name` is required")
@@ -677,6 +687,7 @@ def _keys(c: _Checker, spec, line: int, models: dict | None = None,
                 rpm=c.number(item, "rpm", where, None, 1, None, True),
                 tpm=c.number(item, "tpm", where, None, 1, None, True),
                 models=_key_models(c, item, where, models or {}, routes or []),
+                cloud_budget_usd=_budget(c, item, where),
             ))
     if required and not items:
         c.err(spec.line, "auth.required is true but no keys are defined")

@@ -136,6 +136,7 @@ class Route:
     spillover: SpilloverSpec | None
     deadline: float
     line: int = 0
+    cloud_budget_usd: float | None = None  # daily cloud spend after which cloud-first chains start on the edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,7 @@ class KeySpec:
     rpm: int | None = None
     tpm: int | None = None
     models: tuple[str, ...] | None = None   # names (or globs) this key may ask for; None: any
+    cloud_budget_usd: float | None = None   # daily cloud spend after which cloud-first chains start on the edge
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ class Decision:
     classifier: str | None = None  # version of the classifier that scored the request
     conversation: str | None = None  # the conversation's key in the Store (see router.conversation_key)
     sticky: str | None = None        # "cloud" when edge targets were skipped because of an earlier turn
+    budget: str | None = None        # "spent" | "spent-no-edge" when a daily cloud budget was reached (budget.py)
 
 
 @dataclass(frozen=True, slots=True)

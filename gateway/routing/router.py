@@ -12,6 +12,7 @@ import orjson
 from gateway.policy.compile import model_matches
 from gateway.policy.schema import Policy, Route
 from gateway.providers.base import EdgeLoad
+from gateway.routing.budget import SPENT, SPENT_NO_EDGE, SpendFn, edge_first, spent_budget
 from gateway.routing.dial import ShareDial
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import PiiDetector, RegexPiiDetector
@@ -77,7 +78,8 @@ class Router:
 
     def __init__(self, scoring: Callable[[str], Scoring], edge_load: LoadFn | None = None,
                  pii_detector: PiiDetector | None = None, clock=time.monotonic,
-                 on_share: Callable[[str, float], None] | None = None, store=None) -> None:
+                 on_share: Callable[[str, float], None] | None = None, store=None,
+                 spend: SpendFn | None = None, on_budget: Callable[[str, str], None] | None = None) -> None:
         self._scoring = scoring  # classifier kind -> Scoring
         self._store = store      # where conversations answered by the cloud tier are remembered
         self._edge_load = edge_load or (lambda name: None)
@@ -86,6 +88,8 @@ class Router:
         self._clock = clock
         self.dial = ShareDial()  # holds `classifier.cloud_share` per route when `hold_window` is set
         self._on_share = on_share or (lambda route, share: None)
+        self._spend = spend          # today's cloud spend per "key=NAME" / "route=NAME" (daily budgets)
+        self._on_budget = on_budget or (lambda scope, name: None)
 
     def known_model(self, policy: Policy, model: str) -> bool:
         if model == "auto" or model in policy.models or model in policy.virtual_models:
@@ -150,8 +154,39 @@ class Router:
         if spill_reason:
             reasons.append(spill_reason)
         conversation, sticky_chain = await self._keep_tier(policy, request, chain, route.edge_only, reasons)
-        return self._build(policy, route, sticky_chain or chain, complexity, reasons, signals,
-                           threshold if route.split else None, conversation, sticky_chain is not None)
+        chain, budget = await self._budget(policy, request, route, sticky_chain or chain, reasons, record)
+        return self._build(policy, route, chain, complexity, reasons, signals,
+                           threshold if route.split else None, conversation,
+                           sticky_chain is not None and budget != SPENT, budget)
+
+    async def _budget(self, policy: Policy, request: ChatRequest, route: Route, chain: tuple[str, ...],
+                      reasons: list[str], record: bool = True) -> tuple[tuple[str, ...], str | None]:
+        """A chain that would start on a cloud model starts on the route's edge models once the key's or the
+        route's daily cloud budget is spent (see budget.py). Returns the chain and the x-gateway-budget value."""
+        if self._spend is None or route.edge_only:
+            return chain, None
+        models = policy.models
+        first = next((n for n in chain if models[n].available), None)
+        if first is None or models[first].tier == "edge":
+            return chain, None
+        key_budget = None
+        if request.key_name is not None:
+            key_budget = next((k.cloud_budget_usd for k in policy.keys if k.name == request.key_name), None)
+        if key_budget is None and route.cloud_budget_usd is None:
+            return chain, None
+        spent = await spent_budget(self._spend, (request.key_name or "-", key_budget),
+                                   (route.name, route.cloud_budget_usd))
+        if spent is None:
+            return chain, None
+        if record:
+            self._on_budget(spent.scope, spent.name)
+        what = f"daily cloud budget of {spent.scope} {spent.name!r} spent (${spent.spent:.4f} of ${spent.budget:g})"
+        moved = edge_first(chain, route.simple + route.complex, lambda n: models[n].tier)
+        if moved is None:
+            reasons.append(what + ": the route has no edge model, answered by the cloud")
+            return chain, SPENT_NO_EDGE
+        reasons.append(what + ": edge models first")
+        return moved, SPENT
 
     def _asked_share(self, policy: Policy, route: Route, asked: str, threshold: float, held: bool,
                      reasons: list[str]) -> float:
@@ -225,15 +260,17 @@ class Router:
             name=f"model:{alias}", when=None,  # type: ignore[arg-type]  # never matched: chosen by name
             simple=(alias, *model.fallbacks), complex=(), split=False,
             threshold=None, edge_only=False, retry=policy.retry, degrade=policy.degrade, cache=None,
-            spillover=None, deadline=policy.deadline,
+            spillover=None, deadline=policy.deadline, cloud_budget_usd=None,
         )
         reasons = [f"model {alias!r} pinned"]
         conversation, sticky_chain = await self._keep_tier(policy, request, route.simple, False, reasons)
-        return self._build(policy, route, sticky_chain or route.simple, None, reasons, signals,
-                           conversation=conversation, sticky=sticky_chain is not None)
+        chain, budget = await self._budget(policy, request, route, sticky_chain or route.simple, reasons)
+        return self._build(policy, route, chain, None, reasons, signals, conversation=conversation,
+                           sticky=sticky_chain is not None and budget != SPENT, budget=budget)
 
     def _build(self, policy: Policy, route: Route, chain, complexity, reasons, signals,
-               threshold: float | None = None, conversation: str | None = None, sticky: bool = False):
+               threshold: float | None = None, conversation: str | None = None, sticky: bool = False,
+               budget: str | None = None):
         targets, skipped, seen = [], [], set()
         for name in chain:
             if name in seen:
@@ -253,7 +290,7 @@ class Router:
             route=route.name, tier=tier, score=signals.score,
             threshold=(threshold if threshold is not None else self.threshold(policy, route)) if route.split else None,
             complexity=complexity, reasons=tuple(reasons), policy_version=policy.version,
-            skipped=tuple(skipped), conversation=conversation, sticky="cloud" if sticky else None,
+            skipped=tuple(skipped), conversation=conversation, sticky="cloud" if sticky else None, budget=budget,
             classifier=getattr(self._scoring(policy.classifier.kind), "version", None)
             if signals.score is not None else None,
         )
