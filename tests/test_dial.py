@@ -163,3 +163,47 @@ def test_client_may_ask_for_a_lower_cloud_share_only(upstream, tmp_path):
         assert _ask(gw, short, "0.9").headers["x-gateway-complexity-class"] == "complex"  # threshold 0.1
     finally:
         gw.stop()
+
+
+async def test_dial_starts_over_when_the_classifier_changes():
+    """A promoted classifier scores on another scale: quantiles of the old one's scores would set its
+    threshold, so the windows start over (the new model's calibrated threshold until they fill)."""
+    from gateway.routing.request import ChatRequest
+    from gateway.routing.router import Router
+
+    class Scoring:
+        default_threshold = 0.5
+
+        def __init__(self, version: str, offset: float) -> None:
+            self.version, self.offset = version, offset
+
+        async def score(self, text: str) -> float:
+            return self.offset + len(text) / 1000
+
+        def threshold_for_share(self, share: float) -> float:
+            return self.offset + 0.07
+
+    text = """
+version: 1
+models:
+  e: {tier: edge, litellm: {model: openai/e, api_base: "http://127.0.0.1:1/v1", api_key: x}}
+  c: {tier: cloud, litellm: {model: openai/c, api_base: "http://127.0.0.1:1/v1", api_key: x}}
+classifier: {kind: length, cloud_share: 0.3, hold_window: 50}
+routes:
+  - {name: auto, when: {model: auto}, simple: [e], complex: [c]}
+"""
+    policy = compile_policy(text, "p.yaml")
+    current = {"length": Scoring("old", 0.0)}
+    router = Router(current.__getitem__)
+
+    def request(n: int) -> ChatRequest:
+        return ChatRequest({}, b"", "auto", False, [{"role": "user", "content": "x" * n}])
+
+    for n in range(1, 51):
+        await router.decide(policy, request(n))
+    decision, _, _ = await router.decide(policy, request(10))
+    assert decision.threshold == pytest.approx(0.036)  # the 0.7 quantile of the window's 0.001 … 0.050
+    current["length"] = Scoring("new", 0.9)  # promoted: every score is now above the old window
+    decision, _, _ = await router.decide(policy, request(10))
+    assert decision.threshold == pytest.approx(0.97)  # calibrated, not the stale quantile (which sends all)
+    assert decision.complexity == "simple"

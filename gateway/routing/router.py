@@ -87,6 +87,7 @@ class Router:
         self._spilled_until: dict[str, float] = {}
         self._clock = clock
         self.dial = ShareDial()  # holds `classifier.cloud_share` per route when `hold_window` is set
+        self._dial_scores: str | None = None  # version of the classifier whose scores the dial's windows hold
         self._on_share = on_share or (lambda route, share: None)
         self._spend = spend          # today's cloud spend per "key=NAME" / "route=NAME" (daily budgets)
         self._on_budget = on_budget or (lambda scope, name: None)
@@ -139,6 +140,9 @@ class Router:
             spec = policy.classifier
             held = spec.hold_window > 0 and spec.cloud_share is not None and route.threshold is None
             if held:
+                version = getattr(self._scoring(spec.kind), "version", None)
+                if version != self._dial_scores:  # a promoted classifier scores on its own scale: start over
+                    self.dial, self._dial_scores = ShareDial(), version
                 threshold = self.dial.threshold(route.name, spec.cloud_share or 0.0, spec.hold_window, threshold)
             asked = request.headers.get(SHARE_HEADER)
             if asked is not None and route.threshold is None:
