@@ -4,23 +4,26 @@ A pair's recorded per-prompt outcomes (llmrouter data, a pair the shipped classi
 replayed as traffic. The gateway runs as a subprocess on loopback with two mock upstreams, an edge and a cloud
 model, that answer each prompt with the quality that model was recorded to reach on it ("recorded quality
 0.8125"). The client rates every answer with POST /v1/feedback, using the quality written in it; with
-`--labels both` (the default) it also asks the other tier for the same prompt (the model pinned by name) and
-rates that answer too, as a shadow comparison with a judge would; with `--labels answered` only the tier that
-answered is rated, and `gateway learn` fills in the other tier with its mean.
+`--labels both` it also asks the other tier for the same prompt (the model pinned by name) and rates that
+answer too, as a shadow comparison with a judge would; with `--labels answered` only the tier that answered
+is rated, and `gateway learn` fills in the other tier with its mean.
 
-After every stage of K outcomes (prompts rated; K = 0, 50, 100, 200, 400) it runs
-`gateway learn --from-store OUTCOMES --traffic T --cloud-share 0.3` on the gateway's own outcome file, promotes
-the result hot with POST /admin/classifier/promote (forced, so that every stage is measured; the answer's
-verdict on a separate set of judged prompts says whether the safe check alone would have promoted it), and
-scores a fixed held-out slice of the same traffic with /admin/explain: APGR of the scores (RouteLLM protocol)
-and the share of prompts the running gateway sends to the cloud tier. Stage 0 is the shipped classifier.
+At each stage of K rated prompts (K = 0, 50, 100, 200, 400) it runs
+`gateway learn --from-store OUTCOMES --traffic T --cloud-share 0.3` on the gateway's own outcome file, scores
+the held-out slice with the candidate (`gateway classify --model DIR`), and asks the gateway to promote it
+(POST /admin/classifier/promote, the safe check: it must win on 300 judged prompts held back from everything
+else). The gateway then routes 300 unlabelled requests (real chat requests: they fill the share dial of
+`classifier.hold_window`) and scores a fixed held-out slice with /admin/explain: APGR of the running
+classifier's scores (RouteLLM protocol) and the share of the slice it sends to the cloud tier. Stage 0 is the
+shipped classifier.
 
 Prompts are split (disjoint, seeded) from the 2,222 llmrouter prompts outside the shipped model's training
-split: the rated stream, 150 judged prompts for the promotion check, 1,000 unlabelled traffic prompts for the
-threshold, and the held-out slice.
+split: the rated stream, the judged prompts of the promotion check, 800 unlabelled traffic prompts (the
+threshold of `gateway learn` and the live requests), and the held-out slice.
 
-    PYTHONPATH=$PWD python bench/simulate_learning.py [--pair EDGE CLOUD] [--labels both|answered]
-        [--stages 0 50 100 200 400] [--heldout 500] [--seeds 3] [--png docs/learning-curve.png] [--json out.json]
+    PYTHONPATH=$PWD python bench/simulate_learning.py [--pair EDGE CLOUD] [--labels both answered]
+        [--stages 0 50 100 200 400] [--heldout 500] [--seeds 3] [--hold-window 500]
+        [--png docs/learning-curve.png] [--json out.json]
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ from gateway.classify.metrics import apgr
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "sim-admin-key"
 SHARE = 0.3
-N_JUDGED = 150
-N_TRAFFIC = 1000
+N_JUDGED = 300
+N_TRAFFIC = 800
+N_LIVE = 300  # unlabelled requests the gateway routes before each measurement (they fill the share dial)
 _QUALITY = re.compile(r"recorded quality ([0-9.]+)")
 
 POLICY = """
@@ -58,7 +62,7 @@ version: 1
 models:
   edge-sim: {{tier: edge, litellm: {{model: openai/edge-sim, api_base: "http://127.0.0.1:{edge}/v1", api_key: sim}}}}
   cloud-sim: {{tier: cloud, litellm: {{model: openai/cloud-sim, api_base: "http://127.0.0.1:{cloud}/v1", api_key: sim}}}}
-classifier: {{kind: onnx, cloud_share: {share}}}
+classifier: {{kind: onnx, cloud_share: {share}{hold}}}
 feedback: {{store_prompts: true, implicit: false}}
 routes:
   - name: auto
@@ -196,7 +200,8 @@ def _ci(scores: np.ndarray, w: np.ndarray, s: np.ndarray, rng, n_boot: int = 300
     return [float(np.quantile(vals, 0.05)), float(np.quantile(vals, 0.95))]
 
 
-def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: str, seed: int, log) -> dict:
+def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: str, seed: int, hold_window: int,
+             log) -> dict:
     weak, strong = pair
     pool = [e for e in D.load_llmrouter(D.default_data_dir()) if e.split != "train"]
     pool = [e for e in pool if weak in dict(e.scores) and strong in dict(e.scores)]
@@ -230,7 +235,8 @@ def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: s
         _write(tmp / "heldout.jsonl", [{"prompt": e.text} for e in heldout])
         _write(tmp / "judged.jsonl", [{"prompt": e.text, "edge_quality": edge_q[e.text],
                                        "cloud_quality": cloud_q[e.text]} for e in judged])
-        gw = GatewayProcess(POLICY.format(edge=edge.port, cloud=cloud.port, share=SHARE), tmp, outcomes)
+        hold = f", hold_window: {hold_window}" if hold_window else ""
+        gw = GatewayProcess(POLICY.format(edge=edge.port, cloud=cloud.port, share=SHARE, hold=hold), tmp, outcomes)
         started = time.perf_counter()
         try:
             rated = 0
@@ -264,6 +270,8 @@ def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: s
                     row["promotion"] = {x: verdict[x] for x in ("candidate_apgr", "running_apgr", "diff_ci90",
                                                                  "promoted", "reason")}
                 t_learn = time.perf_counter() - t1
+                live = [traffic[(k + i) % len(traffic)].text for i in range(N_LIVE)]
+                row["live_cloud_share"] = float(np.mean([gw.ask(p, "auto")[1] == "cloud" for p in live]))
                 t2 = time.perf_counter()
                 explained = [gw.explain(e.text) for e in heldout]
                 t_explain = time.perf_counter() - t2
@@ -282,7 +290,7 @@ def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: s
         finally:
             gw.stop()
         wall = time.perf_counter() - started
-    return {"pair": [weak, strong], "labels": labels, "seed": seed, "share_target": SHARE,
+    return {"pair": [weak, strong], "labels": labels, "seed": seed, "share_target": SHARE, "hold_window": hold_window,
             "n_heldout": n_heldout, "n_judged": N_JUDGED, "n_traffic": N_TRAFFIC, "length_apgr": length_apgr,
             "gap": float(np.mean(s - w)), "rows": rows, "wall_s": round(wall, 1),
             "upstream_calls": {"edge": edge.calls, "cloud": cloud.calls}}
@@ -302,6 +310,7 @@ def summarise(reports: list[dict]) -> dict:
                 "running_apgr": float(np.mean([x["apgr"] for x in rows])),
                 "running_apgr_sd": float(np.std([x["apgr"] for x in rows])),
                 "running_share": float(np.mean([x["realised_share"] for x in rows])),
+                "live_share": float(np.mean([x["live_cloud_share"] for x in rows])),
                 "candidate_apgr": float(np.mean([c["apgr"] for c in cand])),
                 "candidate_apgr_sd": float(np.std([c["apgr"] for c in cand])),
                 "candidate_share": float(np.mean([c["share"] for c in cand])),
@@ -322,10 +331,10 @@ def plot(summary: dict, meta: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
-    for (labels, summ), colour in zip(summary.items(), ("tab:blue", "tab:orange")):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.6), dpi=110)
+    for (labels, summ), colour, shift in zip(summary.items(), ("tab:blue", "tab:orange"), (-4, 4)):
         st = summ["stages"]
-        xs = [x["outcomes"] for x in st]
+        xs = [x["outcomes"] + shift for x in st]  # side by side, so the error bars do not hide each other
         name = _LABEL_NAMES[labels]
         ax1.errorbar(xs, [x["running_apgr"] for x in st], yerr=[x["running_apgr_sd"] for x in st], marker="o",
                      capsize=3, color=colour, label=f"{name}: routing classifier (safe promotion)")
@@ -340,15 +349,16 @@ def plot(summary: dict, meta: dict, path: str) -> None:
     ax1.set_xlabel("outcomes collected (prompts rated)")
     ax1.set_ylabel(f"APGR on {meta['heldout']} held-out prompts")
     ax1.set_title("Routing quality (mean ± sd over seeds)", fontsize=10)
-    ax1.legend(fontsize=7, loc="lower right")
+    ax1.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax1.grid(alpha=0.3)
     ax2.axhline(meta["share"], color="grey", linestyle=":", label=f"target {meta['share']:.0%}")
-    ax2.set_ylim(0, 1)
+    ax2.set_ylim(0, 0.6)
     ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax2.set_xlabel("outcomes collected (prompts rated)")
     ax2.set_ylabel("held-out prompts sent to the cloud")
-    ax2.set_title("Realised cloud share (policy cloud_share: 0.3)", fontsize=10)
-    ax2.legend(fontsize=7, loc="upper right")
+    held = f", hold_window: {meta['hold_window']}" if meta["hold_window"] else ""
+    ax2.set_title(f"Realised cloud share (policy cloud_share: {meta['share']:g}{held})", fontsize=10)
+    ax2.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax2.grid(alpha=0.3)
     fig.suptitle(f"Learning {meta['pair'][0]} -> {meta['pair'][1]} from its own traffic "
                  f"({meta['seeds']} seeds)", fontsize=11)
@@ -362,12 +372,12 @@ def format_markdown(summary: dict, meta: dict) -> str:
     for labels, summ in summary.items():
         lines += [f"\n**{_LABEL_NAMES[labels]}** ({meta['pair'][0]} -> {meta['pair'][1]}, mean of {meta['seeds']} "
                   f"seeds; prompt length APGR {summ['length_apgr']:.3f}; {summ['wall_s']:.0f} s per run)\n",
-                  "| outcomes | routing APGR | routing share | candidate APGR | candidate share | stacked head | "
-                  "promoted |", "|---|---|---|---|---|---|---|"]
+                  "| outcomes | routing APGR | routing share (held-out) | live share | candidate APGR | "
+                  "candidate share | stacked head | promoted |", "|---|---|---|---|---|---|---|---|"]
         for x in summ["stages"]:
             n = x["runs"]
             lines.append(f"| {x['outcomes']} | {x['running_apgr']:.3f} ± {x['running_apgr_sd']:.3f} | "
-                         f"{x['running_share']:.1%} | {x['candidate_apgr']:.3f} ± {x['candidate_apgr_sd']:.3f} | "
+                         f"{x['running_share']:.1%} | {x['live_share']:.1%} | {x['candidate_apgr']:.3f} ± {x['candidate_apgr_sd']:.3f} | "
                          f"{x['candidate_share']:.1%} | "
                          + ("—" if x["outcomes"] == 0 else f"{x['stacked']}/{n}") + " | "
                          + ("—" if x["outcomes"] == 0 else f"{x['promoted']}/{n}") + " |")
@@ -384,16 +394,19 @@ def main() -> int:
     ap.add_argument("--stages", type=int, nargs="+", default=[0, 50, 100, 200, 400])
     ap.add_argument("--heldout", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=3, help="random splits (a fresh gateway each)")
+    ap.add_argument("--hold-window", type=int, default=500,
+                    help="the policy's classifier.hold_window (0: the calibrated threshold alone)")
     ap.add_argument("--png", default=None, help="write the plot here (needs matplotlib: the `bench` extra)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    reports = [simulate(tuple(args.pair), args.stages, args.heldout, labels, seed,
+    reports = [simulate(tuple(args.pair), args.stages, args.heldout, labels, seed, args.hold_window,
                         lambda m: print(m, file=sys.stderr, flush=True))
                for labels in args.labels for seed in range(args.seeds)]
     summary = summarise(reports)
-    meta = {"pair": args.pair, "seeds": args.seeds, "heldout": args.heldout, "share": SHARE}
+    meta = {"pair": args.pair, "seeds": args.seeds, "heldout": args.heldout, "share": SHARE,
+            "hold_window": args.hold_window}
     print(format_markdown(summary, meta))
     if args.png:
         plot(summary, meta, args.png)
