@@ -110,6 +110,7 @@ class Runtime:
         set_policy_version(holder.current.version)
         if result.ok:
             self.providers.sync_probes(holder.current)
+            self._in_background(self.providers.warm_up(holder.current))
         metrics.POLICY_RELOADS.labels("ok" if result.ok else "rejected").inc()
         audit("policy_reload", ok=result.ok, trigger=result.trigger, version=holder.current.version,
               errors=result.errors)
@@ -134,7 +135,15 @@ class Runtime:
             await asyncio.sleep(1.0)
 
     def _reload_soon(self, trigger: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.policies.reload(trigger))
+        self._in_background(self.policies.reload(trigger))
+
+    def _in_background(self, work) -> None:
+        """Run `work` on the event loop without waiting for it, keeping a reference until it ends."""
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:  # no loop yet (the first load): start() does this work
+            work.close()
+            return
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
