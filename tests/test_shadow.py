@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import Gateway, MockUpstream
+from redis_fixture import REDIS_SERVER, SKIP_REASON, start_redis, stop_redis
 from test_learn import _prompt, gateway
 
 from gateway.execution.shadow import (
@@ -275,7 +276,7 @@ routes:
     complex: [cloud-a]
 retry: {{attempts: 1}}
 feedback:
-  shadow: {{rate: 1.0, daily_budget_usd: 0.1, judge: judge-e, max_tokens: 50}}
+  shadow: {{rate: 1.0, daily_budget_usd: 0.1, judge: judge-e, max_tokens: {max_tokens}}}
 """
 
 
@@ -284,21 +285,11 @@ def test_shadowing_stops_when_the_daily_budget_is_spent(mocks, tmp_path):
     for m in (edge, cloud):
         m.reset()
     edge.script("judge-e", default={"content": "tie"})
-    g = Gateway(BUDGET_POLICY.format(edge=edge.url, cloud=cloud.url), tmp_path)
+    g = Gateway(BUDGET_POLICY.format(edge=edge.url, cloud=cloud.url, max_tokens=50), tmp_path)
     try:
         made: list[int] = []
         for i in range(10):
-            r = _ask(g, f"Hello there, number {i}.")
-            assert r.headers["x-gateway-tier"] == "edge"
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:  # settled: judged, or refused by the budget
-                done = _metric(g, "gateway_shadow_verdicts_total") + _metric(g, "gateway_shadow_calls_total",
-                                                                             result="budget")
-                if done >= i + 1:
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError(g.log())
+            _ask_settled(g, f"Hello there, number {i}.", i + 1)
             made.append(len(cloud.requests("cloud-a")))
         last_shadowed = made.index(made[-1])
         assert 2 <= made[-1] < 10 and last_shadowed < 9  # some were shadowed, then none at all
@@ -308,6 +299,46 @@ def test_shadowing_stops_when_the_daily_budget_is_spent(mocks, tmp_path):
         assert 0 < _metric(g, "gateway_shadow_cost_usd_total") <= 0.1
     finally:
         g.stop()
+
+
+def _ask_settled(g, text: str, settled: int) -> None:
+    """Ask, then wait until `settled` sampled requests of this gateway were judged or refused by the budget."""
+    r = _ask(g, text)
+    assert r.headers["x-gateway-tier"] == "edge"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done = _metric(g, "gateway_shadow_verdicts_total") + _metric(g, "gateway_shadow_calls_total", result="budget")
+        if done >= settled:
+            return
+        time.sleep(0.05)
+    raise AssertionError(g.log())
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason=SKIP_REASON)
+def test_replicas_share_the_daily_budget_through_redis(mocks, tmp_path):
+    """With answers costing about what was reserved, one replica alone spends nearly the whole budget; two
+    sharing Redis spend it together, not twice."""
+    edge, cloud = mocks
+    for m in (edge, cloud):
+        m.reset()
+    edge.script("judge-e", default={"content": "tie"})
+    proc, url = start_redis()
+    policy = BUDGET_POLICY.format(edge=edge.url, cloud=cloud.url, max_tokens=8)
+    replicas = [Gateway(policy, tmp_path, env={"GATEWAY_REDIS_URL": url}) for _ in range(2)]
+    try:
+        for i in range(12):
+            for g in replicas:
+                _ask_settled(g, f"Hello there, number {i}.", i + 1)
+        spent = [_metric(g, "gateway_shadow_cost_usd_total") for g in replicas]
+        refused = [_metric(g, "gateway_shadow_calls_total", result="budget") for g in replicas]
+        assert all(x > 0 for x in spent) and all(x > 0 for x in refused), (spent, refused)
+        assert sum(spent) <= 0.1, spent
+        assert len(cloud.requests("cloud-a")) == sum(_metric(g, "gateway_shadow_calls_total", result="ok")
+                                                      for g in replicas)
+    finally:
+        for g in replicas:
+            g.stop()
+        stop_redis(proc)
 
 
 # -- pure logic ------------------------------------------------------------------------------------------
