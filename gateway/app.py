@@ -26,6 +26,7 @@ from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
 from gateway.execution.degrade import HandOff
 from gateway.execution.executor import Executor
+from gateway.execution.shadow import Shadow
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.observability.logs import RequestLog, audit, set_policy_version
@@ -99,6 +100,7 @@ class Runtime:
         self.request_log = RequestLog(enabled=settings.log_requests)
         # Request records for feedback: in Redis when shared, else in their own memory (not the response cache's).
         self.outcomes = OutcomeLog(self.store if settings.redis_url else make_store(None), settings.outcomes_path)
+        self.shadow = Shadow(self.providers, self.breakers, self.store, self.outcomes)  # feedback.shadow
         self._background: set[asyncio.Task] = set()
         # The last requests, for the dashboard: (time, latency ms, tier, status, degraded, model).
         self.recent: list[tuple] = []
@@ -150,6 +152,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.policies.stop()
         await self.handoff.drain()
+        await self.shadow.drain(2.0)
         await self.accountant.aclose()
         for task in list(self._background):
             task.cancel()
@@ -192,6 +195,7 @@ class Runtime:
                 task = asyncio.get_running_loop().create_task(on_answer(self.outcomes, request_id, fb, policy))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+            self.shadow.submit(request_id, policy, state)
         self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
                             model.name if model else ("canned" if degraded else None)))
         if len(self.recent) > 2000:
