@@ -26,6 +26,7 @@ from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
 from gateway.execution.degrade import HandOff
 from gateway.execution.executor import Executor
+from gateway.execution.shadow import Shadow
 from gateway.observability import metrics
 from gateway.observability.cost import cost_of
 from gateway.observability.logs import RequestLog, audit, set_policy_version
@@ -100,6 +101,7 @@ class Runtime:
         self.request_log = RequestLog(enabled=settings.log_requests)
         # Request records for feedback: in Redis when shared, else in their own memory (not the response cache's).
         self.outcomes = OutcomeLog(self.store if settings.redis_url else make_store(None), settings.outcomes_path)
+        self.shadow = Shadow(self.providers, self.breakers, self.store, self.outcomes)  # feedback.shadow
         self._background: set[asyncio.Task] = set()
         # The last requests, for the dashboard: (time, latency ms, tier, status, degraded, model).
         self.recent: list[tuple] = []
@@ -111,6 +113,7 @@ class Runtime:
         set_policy_version(holder.current.version)
         if result.ok:
             self.providers.sync_probes(holder.current)
+            self._in_background(self.providers.warm_up(holder.current))
         metrics.POLICY_RELOADS.labels("ok" if result.ok else "rejected").inc()
         audit("policy_reload", ok=result.ok, trigger=result.trigger, version=holder.current.version,
               errors=result.errors)
@@ -135,13 +138,22 @@ class Runtime:
             await asyncio.sleep(1.0)
 
     def _reload_soon(self, trigger: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.policies.reload(trigger))
+        self._in_background(self.policies.reload(trigger))
+
+    def _in_background(self, work) -> None:
+        """Run `work` on the event loop without waiting for it, keeping a reference until it ends."""
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:  # no loop yet (the first load): start() does this work
+            work.close()
+            return
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         await self.policies.stop()
         await self.handoff.drain()
+        await self.shadow.drain(2.0)
         await self.accountant.aclose()
         for task in list(self._background):
             task.cancel()
@@ -184,6 +196,7 @@ class Runtime:
                 task = asyncio.get_running_loop().create_task(on_answer(self.outcomes, request_id, fb, policy))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
+            self.shadow.submit(request_id, policy, state)
         self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
                             model.name if model else ("canned" if degraded else None)))
         if len(self.recent) > 2000:

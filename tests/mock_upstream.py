@@ -15,7 +15,9 @@ An action ({"mix": [[weight, action], ...]} draws one per request): {"status": 2
             "no_usage": bool                  (a stream never sends usage, whatever was asked),
             "huge": n                         (a body, or a stream's first event, of n bytes, sent in 64 KiB
                                                pieces; the record's "sent" says how far it got),
-            "tool_call": {"name": str, "arguments": str}  (answer with that tool call instead of text)}
+            "tool_call": {"name": str, "arguments": str}  (answer with that tool call instead of text),
+            "content_if": [[regex, content], ...]  (the content of the first regex found in the last user
+                                                   message, else "content")}
 Embeddings: POST /v1/embeddings takes the same scripted actions per model (status, delay, hang, headers) and
 answers deterministic vectors (8 floats derived from each input's text).
 """
@@ -27,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import time
 import uuid
 
@@ -62,6 +65,13 @@ def _pick(action: dict) -> dict:
         if x <= 0:
             return chosen
     return mix[-1][1]
+
+
+def _chosen_content(action: dict, body: dict) -> str | None:
+    for pattern, content in action.get("content_if") or []:
+        if re.search(pattern, _last_user(body), re.DOTALL):
+            return content
+    return action.get("content")
 
 
 def _last_user(body: dict) -> str:
@@ -112,7 +122,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "Content-Type": action.get("content_type", "text/event-stream"), **headers})
     if action.get("huge"):
         return await _huge(request, record, int(action["huge"]), bool(body.get("stream")))
-    content = action.get("content") or f"mock answer to: {_last_user(body)[:60]}"
+    content = _chosen_content(action, body) or f"mock answer to: {_last_user(body)[:60]}"
     prompt_tokens = max(1, len(_last_user(body)) // 4)
     if not body.get("stream"):
         return web.json_response({

@@ -375,3 +375,26 @@ def test_streamed_tokens_count_against_the_token_limit(gw, mock, path):
     again = post(gw, f"{p}tpm", stream=True)
     assert again.status_code == 429, again.text
     assert again.json()["error"]["code"]
+
+
+def test_a_reload_that_brings_in_a_litellm_model_warms_litellm(mock, tmp_path):
+    """A policy reload that names litellm for the first time warms it in the background, so the first
+    request to that model is answered inside a short deadline too."""
+    native = one_model_policy(mock.url) + "deadline: 1500ms\n"
+    gateway = Gateway(native, tmp_path, wait=False)
+    _ready(gateway)
+    try:
+        assert "litellm warmed up" not in gateway.log()
+        gateway.write_policy(native.replace("litellm: {model:", "client: litellm\n    litellm: {model:"))
+        deadline = time.monotonic() + 60
+        while "litellm warmed up" not in gateway.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "litellm warmed up" in gateway.log(), gateway.log()
+        started = time.monotonic()
+        r = httpx.post(gateway.base + "/v1/chat/completions", json={
+            "model": "auto", "messages": [{"role": "user", "content": "after reload"}]}, timeout=30)
+        assert r.status_code == 200 and "x-gateway-degraded" not in r.headers, (r.headers, gateway.log())
+        assert r.json()["choices"][0]["message"]["content"] == "mock answer to: after reload"
+        assert time.monotonic() - started < 1.5
+    finally:
+        gateway.stop()

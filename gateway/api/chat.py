@@ -119,6 +119,8 @@ class ChatCompletions:
                 if policy.feedback.store_prompts:
                     state["feedback_prompt"] = signals.classifier_text(policy.classifier.input,
                                                                        policy.classifier.max_chars)
+                if rt.shadow.sample(policy, decision):  # compared with the other tier after the answer
+                    state["shadow"] = request
             if decision.score is not None:
                 metrics.CLASSIFIER_SCORE.observe(decision.score)
             counted += await rt.limiter.admit(policy, None, plan.targets[0].name if plan.targets else None, estimate)
@@ -195,14 +197,14 @@ class ChatCompletions:
         else:
             state["status"] = 200
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + extra})
-            assembler = StreamAssembler() if ckey is not None else None
+            assembler = StreamAssembler() if ckey is not None or state.get("shadow") else None
             await self._pump(send, outcome, assembler, state)
             stream = outcome.stream
             state["usage"] = stream.usage or estimated_usage(state.get("prompt_estimate", 0),
                                                              getattr(stream, "text_chars", 0))
             if assembler is not None and state.get("stream_ok"):
-                completion = assembler.completion()
-                if completion is not None:
+                completion = state["answer_body"] = assembler.completion()
+                if completion is not None and ckey is not None:
                     await rt.store.cache_set(ckey, completion, plan.cache.ttl)
         usage = state.get("usage")
         if usage is not None:

@@ -45,6 +45,12 @@ COST = Counter("gateway_cost_usd_total", "Cost of answered requests", ["route", 
 BUDGET_SPENT = Counter("gateway_budget_spent_total", "Requests routed with a daily cloud budget spent (moved to the "
                        "edge when the route has an edge model)", ["scope", "name"])
 SAVINGS = Counter("gateway_savings_usd_total", "Cost avoided against the route's reference cloud model", ["route"])
+SHADOW_CALLS = Counter("gateway_shadow_calls_total", "Shadow calls to the other tier (feedback.shadow), and "
+                       "sampled requests not shadowed (result: budget, busy, no_target)", ["route", "model", "result"])
+SHADOW_VERDICTS = Counter("gateway_shadow_verdicts_total", "Judged shadow comparisons by combined verdict (edge, "
+                          "cloud, tie) or invalid (the judge failed or gave no A/B/tie)", ["verdict"])
+SHADOW_COST = Counter("gateway_shadow_cost_usd_total", "Spent on shadow and judge calls (counted against "
+                      "feedback.shadow.daily_budget_usd)", ["model"])
 
 
 def render() -> tuple[bytes, str]:

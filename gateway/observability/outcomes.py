@@ -6,7 +6,8 @@ Two records:
   version, policy version, the caller's key name and, only where the policy's ``feedback.store_prompts``
   is on, the text the classifier scored. It lives in the Store's cache (shared through Redis when
   configured) for ``feedback.window_s``, so feedback can reach any replica.
-- the *outcome*, written when feedback arrives: the request record plus the score in [0, 1]. Outcomes are
+- the *outcome*, written when feedback arrives: the request record plus the score in [0, 1]; or, for a
+  shadow comparison (``gateway.execution.shadow``), both tiers' qualities as the judge saw them. Outcomes are
   appended to a JSONL file (``GATEWAY_OUTCOMES_PATH``) or, without one, kept in memory; either way at most
   ``feedback.max_records`` of them, none older than ``feedback.retention_days``.
 
@@ -123,28 +124,38 @@ def read_outcomes(path: str) -> list[dict]:
 def to_feedback(outcomes: Iterable[dict]) -> tuple[list[dict], dict]:
     """Pairwise feedback lines {prompt, edge_quality, cloud_quality} from single-answer outcomes.
 
-    An outcome rates one answer, from one tier. Outcomes are grouped by prompt (the latest per request
-    id); a prompt rated on both tiers gets each tier's mean score; a prompt rated on one tier only gets,
-    for the other, that tier's mean score over all outcomes (the best guess of its quality without a
-    comparison). Outcomes without a stored prompt (the policy did not allow it) are counted and skipped.
+    An outcome rates one answer, from one tier, with a `score`; a shadow comparison (``kind: shadow``) rates
+    both, with `edge_quality` and `cloud_quality`. Outcomes are grouped by prompt (the latest per request id,
+    ratings and shadow comparisons apart); a prompt rated on both tiers gets each tier's mean score; a prompt
+    rated on one tier only gets, for the other, that tier's mean score over all outcomes (the best guess of
+    its quality without a comparison). Outcomes without a stored prompt (the policy did not allow it) are
+    counted and skipped.
     """
-    latest: dict[str, dict] = {}
+    latest: dict[tuple[str, bool], dict] = {}
     for o in outcomes:
-        latest[str(o.get("request_id"))] = o
+        latest[(str(o.get("request_id")), o.get("kind") == "shadow")] = o
     by_prompt: dict[str, dict[str, list[float]]] = {}
     tier_scores: dict[str, list[float]] = {"edge": [], "cloud": []}
     skipped = {"no_prompt": 0, "no_tier": 0}
     for o in latest.values():
-        tier, score = o.get("tier"), o.get("score")
-        if tier not in tier_scores or not isinstance(score, (int, float)):
-            skipped["no_tier"] += 1
-            continue
-        tier_scores[tier].append(float(score))
+        pair = _pair(o)
+        if pair is not None:
+            scores = {"edge": pair[0], "cloud": pair[1]}
+        else:
+            tier, score = o.get("tier"), o.get("score")
+            if tier not in tier_scores or not isinstance(score, (int, float)) or not _number(score):
+                skipped["no_tier"] += 1
+                continue
+            scores = {str(tier): float(score)}
+        for tier, score in scores.items():
+            tier_scores[tier].append(score)
         prompt = o.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             skipped["no_prompt"] += 1
             continue
-        by_prompt.setdefault(prompt, {"edge": [], "cloud": []})[tier].append(float(score))
+        rated = by_prompt.setdefault(prompt, {"edge": [], "cloud": []})
+        for tier, score in scores.items():
+            rated[tier].append(score)
     means = {t: (sum(v) / len(v) if v else 0.5) for t, v in tier_scores.items()}
     lines = []
     for prompt, sc in by_prompt.items():
@@ -154,3 +165,15 @@ def to_feedback(outcomes: Iterable[dict]) -> tuple[list[dict], dict]:
                       "rated": sorted(t for t in sc if sc[t])})
     return lines, {"outcomes": len(latest), "prompts": len(lines), "skipped": skipped,
                    "tier_means": means}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+
+
+def _pair(outcome: dict) -> tuple[float, float] | None:
+    """(edge, cloud) quality of an outcome that rates both tiers (a shadow comparison), else None."""
+    edge, cloud = outcome.get("edge_quality"), outcome.get("cloud_quality")
+    if isinstance(edge, (int, float)) and isinstance(cloud, (int, float)) and _number(edge) and _number(cloud):
+        return float(edge), float(cloud)
+    return None

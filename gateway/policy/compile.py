@@ -32,6 +32,7 @@ from gateway.policy.schema import (
     Policy,
     RetrySpec,
     Route,
+    ShadowSpec,
     SpilloverSpec,
 )
 from gateway.policy.yamlsrc import Located, LocatedList, YamlSyntaxError, load_yaml
@@ -828,7 +829,7 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
     feedback_map = c.mapping(data.get("feedback"), c.line_of(data, "feedback"), "feedback") or {}
     if feedback_map:
         c.unknown_keys(feedback_map, {"enabled", "store_prompts", "window_s", "retention_days", "max_records",
-                            "promote_margin", "implicit", "implicit_window_s"}, "feedback")
+                            "promote_margin", "implicit", "implicit_window_s", "shadow"}, "feedback")
     feedback = FeedbackSpec(bool(c.get(feedback_map, "enabled", bool, "feedback", "feedback" in data)),
                             bool(c.get(feedback_map, "store_prompts", bool, "feedback", False)),
                             float(c.number(feedback_map, "window_s", "feedback", 86400.0, 1, None)),
@@ -836,7 +837,8 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
                             int(c.number(feedback_map, "max_records", "feedback", 100_000, 1, None, True)),
                             float(c.number(feedback_map, "promote_margin", "feedback", 0.01, -1.0, 1.0)),
                             bool(c.get(feedback_map, "implicit", bool, "feedback", True)),
-                            float(c.number(feedback_map, "implicit_window_s", "feedback", 120.0, 1, None)))
+                            float(c.number(feedback_map, "implicit_window_s", "feedback", 120.0, 1, None)),
+                            _shadow(c, feedback_map, models))
     conversations = c.mapping(data.get("conversations"), c.line_of(data, "conversations"), "conversations")
     if conversations is not None:
         c.unknown_keys(conversations, {"sticky", "ttl"}, "conversations")
@@ -884,6 +886,31 @@ def compile_policy(text: str, source: str = "<policy>", env: dict | None = None,
         sticky_ttl=sticky_ttl,
         responses_ttl=responses_ttl,
     )
+
+
+def _shadow(c: _Checker, feedback_map, models: dict[str, ModelSpec]) -> ShadowSpec | None:
+    """`feedback.shadow`: rate, daily budget and the judge, a chat model of this policy."""
+    spec = c.mapping(feedback_map.get("shadow"), c.line_of(feedback_map, "shadow"), "feedback.shadow")
+    if spec is None:
+        return None
+    where = "feedback.shadow"
+    c.unknown_keys(spec, {"rate", "daily_budget_usd", "judge", "max_tokens"}, where)
+    for key in ("rate", "daily_budget_usd", "judge"):
+        if spec.get(key) is None:
+            c.err(spec.line, f"{where}.{key} is required")
+    judge = c.get(spec, "judge", str, where)
+    if judge is not None:
+        model = models.get(judge)
+        if model is None:
+            c.err(c.line_of(spec, "judge"), f"{where}.judge: unknown model {judge!r}{_close(judge, models)}")
+        elif model.kind != "chat":
+            c.err(c.line_of(spec, "judge"), f"{where}.judge: {judge!r} is an {model.kind} model, not a chat model")
+    rate = c.number(spec, "rate", where, None, 0.0, 1.0)
+    budget = c.number(spec, "daily_budget_usd", where, None, 0.0, None)
+    max_tokens = c.number(spec, "max_tokens", where, 512, 1, None, True)
+    if judge is None or rate is None or budget is None:
+        return None
+    return ShadowSpec(float(rate), float(budget), judge, int(max_tokens))
 
 
 def _all_models(match: Match):

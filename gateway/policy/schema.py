@@ -151,6 +151,15 @@ class ClassifierSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowSpec:
+    """Shadow comparisons: a sample of answered requests also goes to the other tier, and a judge compares."""
+    rate: float                       # share of eligible requests shadowed, 0..1
+    daily_budget_usd: float           # shadow and judge calls stop for the (UTC) day once this is spent
+    judge: str                        # a chat model of the policy
+    max_tokens: int = 512             # cap of the other tier's answer and of the judge's reply
+
+
+@dataclass(frozen=True, slots=True)
 class FeedbackSpec:
     """Outcome collection (POST /v1/feedback): on when the policy has a `feedback:` section."""
     enabled: bool = False
@@ -161,6 +170,7 @@ class FeedbackSpec:
     promote_margin: float = 0.01      # APGR a candidate classifier must gain on held-back outcomes
     implicit: bool = True             # regenerations and escalations count as outcomes of score 0
     implicit_window_s: float = 120.0  # ... when the conversation is re-sent within this time
+    shadow: ShadowSpec | None = None  # shadow comparisons (off without a `shadow:` block)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ class Providers:
         self.in_flight: dict[str, int] = {}        # deployment name -> requests running
         self._remote: dict[str, tuple[float, EdgeLoad]] = {}   # model -> (when, load the servers reported)
         self._probes: dict[tuple, asyncio.Task] = {}
+        self._litellm_warm = False
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -105,15 +106,7 @@ class Providers:
     async def start(self, policy: Policy) -> None:
         """Load embedded models up front so the first request does not pay for it; start load probes."""
         self.sync_probes(policy)
-        if any(m.client == "litellm" for m in policy.models.values()):
-            from gateway.providers.litellm_client import warm_up
-
-            started = time.monotonic()
-            try:
-                await warm_up()
-            except Exception:  # noqa: BLE001 - a failed warm-up costs the first request time, nothing more
-                logging.getLogger("gateway.providers").exception("litellm warm-up failed")
-            logging.getLogger("gateway.providers").info("litellm warmed up in %.1fs", time.monotonic() - started)
+        await self.warm_up(policy)
         for model in policy.models.values():
             if model.client == "embedded" and model.available:  # unavailable: not installed here
                 provider = self.get(model, model.deployments[0])
@@ -124,6 +117,21 @@ class Providers:
         # of the collector's full passes, which otherwise stall the event loop for hundreds of ms each.
         gc.collect()
         gc.freeze()
+
+    async def warm_up(self, policy: Policy) -> None:
+        """Warm litellm once, the first time a policy names a litellm model: at start (before ready) or when
+        a reload brings one in, so that no client request pays for litellm's import and lazy set-up."""
+        if self._litellm_warm or not any(m.client == "litellm" for m in policy.models.values()):
+            return
+        self._litellm_warm = True
+        from gateway.providers.litellm_client import warm_up
+
+        started = time.monotonic()
+        try:
+            await warm_up()
+        except Exception:  # noqa: BLE001 - a failed warm-up costs the first request time, nothing more
+            logging.getLogger("gateway.providers").exception("litellm warm-up failed")
+        logging.getLogger("gateway.providers").info("litellm warmed up in %.1fs", time.monotonic() - started)
 
     async def aclose(self) -> None:
         for task in self._probes.values():
