@@ -3,13 +3,18 @@
 A pair's recorded per-prompt outcomes (llmrouter data, a pair the shipped classifier was not trained on) are
 replayed as traffic. The gateway runs as a subprocess on loopback with two mock upstreams, an edge and a cloud
 model, that answer each prompt with the quality that model was recorded to reach on it ("recorded quality
-0.8125"). The client rates every answer with POST /v1/feedback, using the quality written in it; with
-`--labels both` it also asks the other tier for the same prompt (the model pinned by name) and rates that
-answer too, as a shadow comparison with a judge would; with `--labels answered` only the tier that answered
-is rated, and `gateway learn` fills in the other tier with its mean.
+0.8125"). Three ways to collect outcomes (`--labels`):
+
+- `shadow`: the policy's `feedback.shadow` (rate 1) sends each routed prompt to the other tier too, after the
+  client was answered, and a mock judge compares the two answers (both orders) by their recorded qualities;
+- `both`: the client rates every answer with POST /v1/feedback (the quality written in it), asks the other
+  tier for the same prompt (the model pinned by name) and rates that answer too;
+- `answered`: the client rates only the answer it got, and `gateway learn` fills in the other tier with that
+  tier's mean.
 
 At each stage of K rated prompts (K = 0, 50, 100, 200, 400) it runs
-`gateway learn --from-store OUTCOMES --traffic T --cloud-share 0.3` on the gateway's own outcome file, scores
+`gateway learn --from-store OUTCOMES --traffic T --cloud-share 0.3` on the gateway's own outcome file (the
+outcomes of the rated prompts' requests: the live requests below are shadowed too, and left out), scores
 the held-out slice with the candidate (`gateway classify --model DIR`), and asks the gateway to promote it
 (POST /admin/classifier/promote, the safe check: it must win on 300 judged prompts held back from everything
 else). The gateway then routes 300 unlabelled requests (real chat requests: they fill the share dial of
@@ -21,7 +26,7 @@ Prompts are split (disjoint, seeded) from the 2,222 llmrouter prompts outside th
 split: the rated stream, the judged prompts of the promotion check, 800 unlabelled traffic prompts (the
 threshold of `gateway learn` and the live requests), and the held-out slice.
 
-    PYTHONPATH=$PWD python bench/simulate_learning.py [--pair EDGE CLOUD] [--labels both answered]
+    PYTHONPATH=$PWD python bench/simulate_learning.py [--pair EDGE CLOUD] [--labels shadow both answered]
         [--stages 0 50 100 200 400] [--heldout 500] [--seeds 3] [--hold-window 500]
         [--png docs/learning-curve.png] [--json out.json]
 """
@@ -62,8 +67,9 @@ version: 1
 models:
   edge-sim: {{tier: edge, litellm: {{model: openai/edge-sim, api_base: "http://127.0.0.1:{edge}/v1", api_key: sim}}}}
   cloud-sim: {{tier: cloud, litellm: {{model: openai/cloud-sim, api_base: "http://127.0.0.1:{cloud}/v1", api_key: sim}}}}
+  judge-sim: {{tier: cloud, litellm: {{model: openai/judge-sim, api_base: "http://127.0.0.1:{judge}/v1", api_key: sim}}}}
 classifier: {{kind: onnx, cloud_share: {share}{hold}}}
-feedback: {{store_prompts: true, implicit: false}}
+feedback: {{store_prompts: true, implicit: false{shadow}}}
 routes:
   - name: auto
     when: {{model: auto}}
@@ -110,6 +116,42 @@ class RecordedUpstream:
         loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
         self._ready.set()
         loop.run_forever()
+
+
+class RecordedJudge(RecordedUpstream):
+    """The judge of the shadow comparisons: prefers the answer whose recorded quality is higher (tie when equal)."""
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        user = body["messages"][-1]["content"]
+        self.calls += 1
+        a = _QUALITY.search(user.split("[Answer A]", 1)[-1].split("[Answer B]", 1)[0])
+        b = _QUALITY.search(user.split("[Answer B]", 1)[-1])
+        if a is None or b is None:
+            verdict = "I cannot tell."
+        else:
+            qa, qb = float(a.group(1)), float(b.group(1))
+            verdict = "A" if qa > qb else "B" if qb > qa else "tie"
+        return web.json_response({
+            "id": f"judge-{self.calls}", "object": "chat.completion", "created": int(time.time()), "model": self.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(user) // 4, "completion_tokens": 1, "total_tokens": len(user) // 4 + 1}})
+
+
+def _stream_outcomes(path: Path, ids: set[str]) -> list[bytes]:
+    """The stored outcomes of the rated stream's requests (not of the unlabelled live requests, which the
+    shadow comparisons sample too)."""
+    if not path.is_file():
+        return []
+    return [line for line in path.read_bytes().splitlines() if json.loads(line).get("request_id") in ids]
+
+
+def _wait_shadow(path: Path, ids: set[str], timeout: float = 60.0) -> int:
+    """Shadow comparisons run after the answers: wait until each of `ids` has its outcome."""
+    deadline = time.monotonic() + timeout
+    while len(have := _stream_outcomes(path, ids)) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(have)
 
 
 class GatewayProcess:
@@ -227,6 +269,7 @@ def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: s
 
     edge = RecordedUpstream("edge-sim", edge_q)
     cloud = RecordedUpstream("cloud-sim", cloud_q)
+    judge = RecordedJudge("judge-sim", {})
     rows = []
     with tempfile.TemporaryDirectory(prefix="simulate-learning-") as tmp_name:
         tmp = Path(tmp_name)
@@ -236,28 +279,41 @@ def simulate(pair: tuple[str, str], stages: list[int], n_heldout: int, labels: s
         _write(tmp / "judged.jsonl", [{"prompt": e.text, "edge_quality": edge_q[e.text],
                                        "cloud_quality": cloud_q[e.text]} for e in judged])
         hold = f", hold_window: {hold_window}" if hold_window else ""
-        gw = GatewayProcess(POLICY.format(edge=edge.port, cloud=cloud.port, share=SHARE, hold=hold), tmp, outcomes)
+        shadow = ", shadow: {rate: 1.0, daily_budget_usd: 1000, judge: judge-sim}" if labels == "shadow" else ""
+        gw = GatewayProcess(POLICY.format(edge=edge.port, cloud=cloud.port, judge=judge.port, share=SHARE, hold=hold,
+                                          shadow=shadow), tmp, outcomes)
         started = time.perf_counter()
         try:
             rated = 0
             answered_cloud = 0
+            stream_ids: set[str] = set()
             for k in sorted(set(stages)):
                 t0 = time.perf_counter()
                 while rated < k:  # traffic until k prompts are rated
                     prompt = stream[rated].text
                     rid, tier, quality = gw.ask(prompt, "auto")
-                    gw.rate(rid, quality)
                     answered_cloud += tier == "cloud"
+                    rated += 1
+                    stream_ids.add(rid)
+                    if labels == "shadow":  # the gateway compares, the mock judge decides
+                        if rated % 32 == 0 or rated == k:  # well under the shadow queue's limit
+                            _wait_shadow(outcomes, stream_ids)
+                        continue
+                    gw.rate(rid, quality)
                     if labels == "both":  # the other tier's answer to the same prompt, judged
                         rid, _, quality = gw.ask(prompt, "edge-sim" if tier == "cloud" else "cloud-sim")
+                        stream_ids.add(rid)
                         gw.rate(rid, quality)
-                    rated += 1
                 t_traffic = time.perf_counter() - t0
-                row: dict = {"outcomes": k, "stream_cloud_share": answered_cloud / rated if rated else None}
+                stored = _stream_outcomes(outcomes, stream_ids)
+                row: dict = {"outcomes": k, "stream_cloud_share": answered_cloud / rated if rated else None,
+                             "stored_outcomes": len(stored)}
                 t1 = time.perf_counter()
                 if k > 0:
                     model_dir = tmp / f"learned-{k}"
-                    out = _gateway("learn", "--from-store", str(outcomes), "--output", str(model_dir), "--traffic",
+                    (tmp / "stream-outcomes.jsonl").write_bytes(b"".join(x + b"\n" for x in stored))
+                    out = _gateway("learn", "--from-store", str(tmp / "stream-outcomes.jsonl"), "--output",
+                                   str(model_dir), "--traffic",
                                    str(tmp / "traffic.jsonl"), "--cloud-share", str(SHARE))
                     row["head"] = json.loads(out.strip().splitlines()[-1])["chosen"]
                     _gateway("classify", "--model", str(model_dir), "--input", str(tmp / "heldout.jsonl"),
@@ -321,7 +377,7 @@ def summarise(reports: list[dict]) -> dict:
     return out
 
 
-_LABEL_NAMES = {"both": "both tiers judged", "answered": "answered tier rated"}
+_LABEL_NAMES = {"both": "both tiers rated", "answered": "answered tier rated", "shadow": "shadow comparisons"}
 
 
 def plot(summary: dict, meta: dict, path: str) -> None:
@@ -331,8 +387,8 @@ def plot(summary: dict, meta: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.6), dpi=110)
-    for (labels, summ), colour, shift in zip(summary.items(), ("tab:blue", "tab:orange"), (-4, 4)):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.8), dpi=110)
+    for (labels, summ), colour, shift in zip(summary.items(), ("tab:blue", "tab:orange", "tab:green"), (-5, 0, 5)):
         st = summ["stages"]
         xs = [x["outcomes"] + shift for x in st]  # side by side, so the error bars do not hide each other
         name = _LABEL_NAMES[labels]
@@ -388,9 +444,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", nargs=2, default=["mistral-7b-instruct-v0.3", "llama-3.1-nemotron-51b-instruct"],
                     metavar=("EDGE", "CLOUD"))
-    ap.add_argument("--labels", nargs="+", choices=["both", "answered"], default=["both", "answered"],
-                    help="both: each prompt's two tiers are rated (a judged shadow comparison); answered: only "
-                         "the tier that answered")
+    ap.add_argument("--labels", nargs="+", choices=["shadow", "both", "answered"],
+                    default=["shadow", "both", "answered"],
+                    help="shadow: the gateway's shadow comparisons, judged by a mock judge from the recorded "
+                         "qualities; both: the client rates each prompt's answers from both tiers; answered: "
+                         "only the tier that answered")
     ap.add_argument("--stages", type=int, nargs="+", default=[0, 50, 100, 200, 400])
     ap.add_argument("--heldout", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=3, help="random splits (a fresh gateway each)")
