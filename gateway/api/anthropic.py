@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.replay import answer_of
 from gateway.errors import ApiError
 
 # HTTP status -> Anthropic error type
@@ -283,16 +284,11 @@ def _usage(usage: Any) -> dict:
 
 def encode_completion(data: dict, stop_sequences: list[str] | None = None) -> dict:
     """A `chat.completion` as an Anthropic `message`."""
-    choices = data.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
+    choice, text, calls = answer_of(data)
     content: list[dict] = []
-    text = message.get("content")
-    if isinstance(text, list):
-        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     if text:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or []:
+    for call in calls:
         function = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
                         "name": function.get("name", ""), "input": _input_of(function.get("arguments"))})

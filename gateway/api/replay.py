@@ -78,3 +78,16 @@ class StreamAssembler:
                          "finish_reason": self.finish_reason}],
             **({"usage": self.meta["usage"]} if self.meta.get("usage") else {}),
         })
+
+
+def answer_of(data: dict) -> tuple[dict, str, list[dict]]:
+    """The first choice of a `chat.completion`, its text (content parts joined) and its tool calls: what
+    every dialect's encoder reads out of the chat answer."""
+    choices = data.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    text = message.get("content")
+    if isinstance(text, list):
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    return choice, text if isinstance(text, str) else "", calls

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.replay import answer_of
 from gateway.errors import ApiError
 
 
@@ -277,16 +278,11 @@ def _final_status(finish_reason: Any) -> tuple[str, str | None]:
 
 def encode_completion(data: dict, request: dict) -> dict:
     """A `chat.completion` as a `response` object."""
-    choices = data.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
+    choice, text, calls = answer_of(data)
     output: list[dict] = []
-    text = message.get("content")
-    if isinstance(text, list):
-        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
     if text:
         output.append(_message_item(_new_id("msg"), text))
-    for call in message.get("tool_calls") or []:
+    for call in calls:
         function = call.get("function") or {}
         output.append(_call_item(_new_id("fc"), call.get("id") or _new_id("call"), function.get("name", ""),
                                  function.get("arguments") or ""))
