@@ -27,7 +27,8 @@ import orjson
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gateway.providers.base import Deadlines, UpstreamCall  # noqa: E402
-from gateway.providers.embedded import EmbeddedProvider, default_gguf_path  # noqa: E402
+from gateway.edge_weights import default_gguf_path  # noqa: E402
+from gateway.providers.embedded import EmbeddedProvider  # noqa: E402
 
 PROMPTS = [
     "Explain why the sky is blue.",

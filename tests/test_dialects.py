@@ -1012,7 +1012,7 @@ def _embedded_missing() -> str | None:
     try:
         import llama_cpp  # noqa: F401
 
-        from gateway.providers.embedded import default_gguf_path
+        from gateway.edge_weights import default_gguf_path
 
         default_gguf_path()
     except Exception as exc:  # noqa: BLE001 - ImportError, a broken shared library, or no weights

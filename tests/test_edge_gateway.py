@@ -18,7 +18,7 @@ def _model_available() -> str | None:
     if importlib.util.find_spec("llama_cpp") is None:
         return "llama_cpp is not installed (pip install '.[edge]')"
     try:
-        from gateway.providers.embedded import default_gguf_path
+        from gateway.edge_weights import default_gguf_path
 
         default_gguf_path()
     except Exception as exc:  # noqa: BLE001

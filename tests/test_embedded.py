@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from gateway.providers.base import Deadlines, UpstreamCall
-from gateway.providers.embedded import EdgeModelNotFoundError, EmbeddedProvider, default_gguf_path
+from gateway.edge_weights import EdgeModelNotFoundError, default_gguf_path
+from gateway.providers.embedded import EmbeddedProvider
 from gateway.providers.errors import UpstreamError
 
 try:

