@@ -581,3 +581,40 @@ def test_docs_say_what_a_client_can_influence():
 
     for name in sorted(CLIENT_PARAMS):
         assert f"`{name}`" in text, name
+
+
+def test_models_list_shows_a_limited_key_only_its_models(gw):
+    def ids(headers: dict) -> set[str]:
+        r = httpx.get(gw.base + "/v1/models", headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        return {m["id"] for m in r.json()["data"]}
+
+    everything = ids({})
+    limited = ids({"Authorization": f"Bearer {LIMITED_KEY}"})
+    assert limited == {m for m in everything if m == "native" or m.startswith("claude")}, limited
+    assert "native" in limited and "via-litellm" not in limited
+    assert ids({"Authorization": f"Bearer {FREE_KEY}"}) == everything
+
+
+def test_models_list_needs_a_key_when_the_policy_does(tmp_path):
+    policy = f"""
+version: 1
+models:
+  edge-a: {{tier: edge, litellm: {{model: openai/edge-a, api_base: "http://127.0.0.1:9/v1", api_key: t}}}}
+routes:
+  - {{name: all, targets: [edge-a]}}
+auth:
+  required: true
+  keys:
+    - {{name: one, sha256: {_sha(FREE_KEY)}}}
+"""
+    gateway = Gateway(policy, tmp_path)
+    try:
+        r = httpx.get(gateway.base + "/v1/models", timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
+        r = httpx.get(gateway.base + "/v1/models", headers={"Authorization": f"Bearer {FREE_KEY}"}, timeout=10)
+        assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["auto", "edge-a"], r.text
+        r = httpx.get(gateway.base + "/v1/models", headers=gateway.admin(), timeout=10)  # the dashboard
+        assert r.status_code == 200 and [m["id"] for m in r.json()["data"]] == ["auto", "edge-a"], r.text
+    finally:
+        gateway.stop()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.admission.keys import authenticate, bearer
 from gateway.observability import metrics
+from gateway.policy.compile import model_matches
 
 _STARTED = int(time.time())
 
@@ -20,8 +23,20 @@ def _json(data, status: int = 200) -> Response:
 def models_endpoint(runtime):
     async def models(request: Request) -> Response:
         policy = runtime.policies.current
+        # The same key check as the chat endpoint: a key limited to some models sees only those. The admin
+        # key (the dashboard's) sees every model.
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        admin = runtime.settings.admin_key
+        presented = bearer(headers)
+        if admin and presented and hmac.compare_digest(presented.encode(), admin.encode()):
+            allowed = None
+        else:
+            key = authenticate(policy, headers)
+            allowed = key.models if key is not None else None
         data = []
         for name in policy.model_names():
+            if allowed is not None and not model_matches(allowed, name):
+                continue
             spec = policy.models.get(name)
             entry = {"id": name, "object": "model", "created": _STARTED, "owned_by": "gateway"}
             if spec is not None:
