@@ -168,7 +168,7 @@ def test_stream_with_no_events_is_an_error_not_an_answer(kind, mock, action):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_answer_over_the_cap_is_oversized(kind, mock, stream):
-    mock.script("conf", [{"huge": 8 * 1024 * 1024}])
+    mock.script("conf", [{"huge": 32 * 1024 * 1024}])
 
     async def fn(provider, model):
         with pytest.raises(UpstreamError) as info:
@@ -191,7 +191,9 @@ def test_answer_over_the_cap_is_oversized(kind, mock, stream):
 
     error = run(capped(kind))
     assert error.kind == "oversized", error
-    assert mock.requests()[0].get("sent", 0) < 6 * 1024 * 1024  # reading stopped near the cap
+    # Reading stopped near the cap: far less than the whole answer left the mock (loopback socket buffers
+    # can hold several MiB, so the bound leaves room for them).
+    assert mock.requests()[0].get("sent", 0) < 16 * 1024 * 1024
 
 
 def test_native_stream_retries_without_stream_options_when_the_upstream_refuses_them(mock):
