@@ -836,7 +836,8 @@ def test_total_deadline_bounds_a_hanging_upstream(gw, mock, dialect):
     assert r.status_code == 503 and "retry-after" in r.headers
     assert error_of(dialect, r) == {"chat": "service_unavailable", "responses": "service_unavailable",
                                     "messages": "overloaded_error"}[dialect]
-    assert 1.4 <= elapsed < 1.5 + 0.5
+    # The executor gives up early by twice the event loop's recent lag, at most a quarter of the deadline.
+    assert 1.5 * 0.75 <= elapsed < 1.5 + 0.5
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

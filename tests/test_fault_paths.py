@@ -319,7 +319,8 @@ def test_hanging_upstreams_get_the_canned_reply_within_the_deadline(gw, mock, pa
     r = post(gw, f"{p}dl", stream=stream)
     elapsed = time.monotonic() - started
     assert r.status_code == 200 and r.headers["x-gateway-degraded"] == "true"
-    assert 1.4 <= elapsed < 1.5 + 0.2, elapsed
+    # The executor gives up early by twice the event loop's recent lag, at most a quarter of the deadline.
+    assert 1.5 * 0.75 <= elapsed < 1.5 + 0.2, elapsed
 
 
 def test_litellm_is_warm_before_ready_and_the_first_request_reaches_the_upstream(mock, tmp_path):

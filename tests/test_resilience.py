@@ -165,7 +165,8 @@ def test_hanging_upstream_is_bounded_by_the_total_deadline(gw, mock):
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "upstreams_unavailable"
     assert "retry-after" in r.headers
-    assert 1.4 <= elapsed < 1.5 + 0.4
+    # The executor gives up early by twice the event loop's recent lag, at most a quarter of the deadline.
+    assert 1.5 * 0.75 <= elapsed < 1.5 + 0.4
     time.sleep(0.3)
     assert all(req["aborted"] for req in mock.requests("hangs"))  # abandoned calls were closed
 
