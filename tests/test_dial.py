@@ -71,7 +71,7 @@ models:
   cloud-a:
     tier: cloud
     litellm: {{model: openai/cloud-a, api_base: "{url}", api_key: test}}
-classifier: {{kind: length, cloud_share: 0.3{hold}}}
+classifier: {{kind: length, cloud_share: {share}{extra}}}
 routes:
   - name: auto
     when: {{model: auto}}
@@ -101,13 +101,13 @@ def test_gateway_holds_the_share_when_traffic_shifts(upstream, tmp_path):
     # Long prompts (under max_chars, so their scores do not tie): the length scorer's calibration (exponential lengths, mean 600) sends all of them to the
     # cloud; short prompts: none. The dial holds 30 % on both.
     long_traffic, short_traffic = _traffic(rng, 260, 1500, 3800), _traffic(rng, 260, 10, 300)
-    plain = Gateway(POLICY.format(url=upstream.url, hold=""), tmp_path)
+    plain = Gateway(POLICY.format(url=upstream.url, share=0.3, extra=""), tmp_path)
     try:
         assert _share(plain, long_traffic[:60]) > 0.9
         assert _share(plain, short_traffic[:60]) < 0.1
     finally:
         plain.stop()
-    held = Gateway(POLICY.format(url=upstream.url, hold=", hold_window: 100"), tmp_path)
+    held = Gateway(POLICY.format(url=upstream.url, share=0.3, extra=", hold_window: 100"), tmp_path)
     try:
         _share(held, long_traffic[:100])  # the window fills
         assert abs(_share(held, long_traffic[100:]) - 0.3) <= 0.08
@@ -123,25 +123,6 @@ def test_gateway_holds_the_share_when_traffic_shifts(upstream, tmp_path):
         held.stop()
 
 
-SHARE_POLICY = """
-version: 1
-models:
-  edge-a:
-    tier: edge
-    litellm: {{model: openai/edge-a, api_base: "{url}", api_key: test}}
-  cloud-a:
-    tier: cloud
-    litellm: {{model: openai/cloud-a, api_base: "{url}", api_key: test}}
-classifier: {{kind: length, cloud_share: 0.5{extra}}}
-routes:
-  - name: auto
-    when: {{model: auto}}
-    simple: [edge-a]
-    complex: [cloud-a]
-retry: {{attempts: 1}}
-"""
-
-
 def _ask(gw, text: str, share: str | None) -> httpx.Response:
     headers = {"x-gateway-cloud-share": share} if share is not None else {}
     return httpx.post(gw.base + "/v1/chat/completions", headers=headers, timeout=30,
@@ -149,7 +130,7 @@ def _ask(gw, text: str, share: str | None) -> httpx.Response:
 
 
 def test_client_may_ask_for_a_lower_cloud_share_only(upstream, tmp_path):
-    gw = Gateway(SHARE_POLICY.format(url=upstream.url, extra=""), tmp_path)
+    gw = Gateway(POLICY.format(url=upstream.url, share=0.5, extra=""), tmp_path)
     try:
         mid, short = "y" * 600, "y" * 200  # length scores 0.63 and 0.28; the policy's threshold is 0.5
         assert _ask(gw, mid, None).headers["x-gateway-complexity-class"] == "complex"
@@ -158,7 +139,7 @@ def test_client_may_ask_for_a_lower_cloud_share_only(upstream, tmp_path):
         r = _ask(gw, mid, "lots")
         assert r.status_code == 400 and r.json()["error"]["param"] == "x-gateway-cloud-share"
         assert _ask(gw, mid, "1.5").status_code == 400
-        gw.write_policy(SHARE_POLICY.format(url=upstream.url, extra=", allow_higher_share: true"))
+        gw.write_policy(POLICY.format(url=upstream.url, share=0.5, extra=", allow_higher_share: true"))
         assert httpx.post(gw.base + "/admin/reload", headers=gw.admin(), timeout=10).json()["ok"]
         assert _ask(gw, short, "0.9").headers["x-gateway-complexity-class"] == "complex"  # threshold 0.1
     finally:
