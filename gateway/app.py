@@ -193,9 +193,7 @@ class Runtime:
         if policy.feedback.enabled:
             fb = request_record(policy, state)
             if fb is not None:
-                task = asyncio.get_running_loop().create_task(on_answer(self.outcomes, request_id, fb, policy))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._in_background(on_answer(self.outcomes, request_id, fb, policy))
             self.shadow.submit(request_id, policy, state)
         self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
                             model.name if model else ("canned" if degraded else None)))
@@ -204,10 +202,7 @@ class Runtime:
         if decision is not None and decision.conversation and status == 200 and model is not None \
                 and model.tier == "cloud" and policy.sticky_ttl is not None:
             # Later turns of this conversation stay on the cloud tier (routing reads this back).
-            task = asyncio.get_running_loop().create_task(
-                self.store.cache_set(decision.conversation, b"cloud", policy.sticky_ttl))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self.store.cache_set(decision.conversation, b"cloud", policy.sticky_ttl))
         if decision is not None and status == 200:
             reference = state.get("reference")
             ref_cost = cost_of(reference, usage) if reference is not None and usage is not None else cost
