@@ -118,7 +118,7 @@ def http_part(requests: int) -> None:
 
 def routing_part(rounds: int) -> None:
     from gateway.policy.compile import compile_policy
-    from gateway.routing.request import ChatRequest
+    from gateway.request import Request
     from gateway.routing.router import Router
     from gateway.state.memory import MemoryStore
 
@@ -141,7 +141,7 @@ def routing_part(rounds: int) -> None:
     for label, extra in (("off (`sticky: false`)", "conversations: {sticky: false}"), ("on (default)", "")):
         policy = compile_policy(POLICY.format(url="http://127.0.0.1:9/v1", extra=extra), env={})
         setups[label] = (policy, Router(lambda kind: Length(), store=MemoryStore()))
-    requests = [ChatRequest({"model": "auto", "messages": m}, b"", "auto", False, m) for m in (first, third)]
+    requests = [Request({"model": "auto", "messages": m}, b"", "auto", False, m) for m in (first, third)]
 
     async def run(policy, router, request) -> float:
         started = time.perf_counter()

@@ -16,11 +16,14 @@ from starlette.routing import Route
 
 from gateway.admission.limits import RateLimiter
 from gateway.api.admin import admin_endpoints
-from gateway.api.chat import ChatCompletions
+from gateway.api.anthropic import AnthropicMessages
 from gateway.api.classifier_admin import ClassifierSlot, classifier_endpoints
-from gateway.api.feedback import feedback_endpoint, on_answer, request_record
-from gateway.api.dialect_bridge import DIALECTS, ENDPOINTS, CountTokens
+from gateway.api.count_tokens import CountTokens
+from gateway.api.dialect import OpenAIChat
 from gateway.api.embeddings import Embeddings
+from gateway.api.endpoint import Endpoint
+from gateway.api.feedback import feedback_endpoint
+from gateway.api.responses import OpenAIResponses
 from gateway.api.meta import health_endpoints, models_endpoint
 from gateway.errors import ApiError
 from gateway.execution.breaker import Breakers
@@ -28,10 +31,11 @@ from gateway.execution.degrade import HandOff
 from gateway.execution.executor import Executor
 from gateway.execution.shadow import Shadow
 from gateway.observability import metrics
-from gateway.observability.cost import cost_of
 from gateway.observability.logs import RequestLog, audit, set_policy_version
 from gateway.observability.outcomes import OutcomeLog
 from gateway.observability.usage import Accountant
+from gateway.pipeline.accounting import Accounting
+from gateway.pipeline.run import Pipeline
 from gateway.policy.reload import PolicyHolder
 from gateway.providers.registry import Providers
 from gateway.routing.router import Router
@@ -102,6 +106,8 @@ class Runtime:
         # Request records for feedback: in Redis when shared, else in their own memory (not the response cache's).
         self.outcomes = OutcomeLog(self.store if settings.redis_url else make_store(None), settings.outcomes_path)
         self.shadow = Shadow(self.providers, self.breakers, self.store, self.outcomes)  # feedback.shadow
+        self.pipeline = Pipeline(self)
+        self.accounting = Accounting(self)
         self._background: set[asyncio.Task] = set()
         # The last requests, for the dashboard: (time, latency ms, tier, status, degraded, model).
         self.recent: list[tuple] = []
@@ -113,7 +119,7 @@ class Runtime:
         set_policy_version(holder.current.version)
         if result.ok:
             self.providers.sync_probes(holder.current)
-            self._in_background(self.providers.warm_up(holder.current))
+            self.in_background(self.providers.warm_up(holder.current))
         metrics.POLICY_RELOADS.labels("ok" if result.ok else "rejected").inc()
         audit("policy_reload", ok=result.ok, trigger=result.trigger, version=holder.current.version,
               errors=result.errors)
@@ -138,9 +144,9 @@ class Runtime:
             await asyncio.sleep(1.0)
 
     def _reload_soon(self, trigger: str) -> None:
-        self._in_background(self.policies.reload(trigger))
+        self.in_background(self.policies.reload(trigger))
 
-    def _in_background(self, work) -> None:
+    def in_background(self, work) -> None:
         """Run `work` on the event loop without waiting for it, keeping a reference until it ends."""
         try:
             task = asyncio.get_running_loop().create_task(work)
@@ -159,58 +165,6 @@ class Runtime:
             task.cancel()
         await self.providers.aclose()
         await self.store.aclose()
-
-    def finish_request(self, request_id: str, policy, state: dict, elapsed: float) -> None:
-        """Metrics, the request log line and usage accounting; runs after the answer was sent."""
-        decision, outcome = state["decision"], state["outcome"]
-        model = outcome.model if outcome is not None else None
-        route = decision.route if decision is not None else "-"
-        tier = model.tier if model is not None else (decision.tier if decision is not None else "-")
-        status = state["status"]
-        degraded = state["degraded"] is not None
-        metrics.child(metrics.REQUESTS, route, tier, model.name if model else "-", str(status),
-                      "true" if degraded else "false").inc()
-        usage = state.get("usage")
-        cost = state.get("cost")
-        if cost is None:
-            cost = cost_of(model, usage) if model is not None else 0.0
-        elapsed_ms = round(elapsed * 1e3, 3)
-        if self.request_log.enabled:
-            record = {"request_id": request_id, "policy_version": policy.version, "route": route, "tier": tier,
-                      "model": model.name if model else None, "status": status, "latency_ms": elapsed_ms,
-                      "score": decision.score if decision is not None else None,
-                      "attempts": outcome.tries if outcome is not None else 0,
-                      "fallbacks": outcome.fallbacks if outcome is not None else 0,
-                      "degraded": state["degraded"], "cache": state["cache"],
-                      "prompt_tokens": usage.prompt_tokens if usage else 0,
-                      "completion_tokens": usage.completion_tokens if usage else 0, "cost_usd": cost}
-            if state.get("stream_error"):
-                record["stream_error"] = state["stream_error"]
-            if "prompt" in state:  # only when the policy opts in (logging.prompts)
-                record["prompt"] = state["prompt"]
-                record["answer"] = state.get("answer")
-            self.request_log.write(record)
-        if policy.feedback.enabled:
-            fb = request_record(policy, state)
-            if fb is not None:
-                self._in_background(on_answer(self.outcomes, request_id, fb, policy))
-            self.shadow.submit(request_id, policy, state)
-        self.recent.append((time.time(), elapsed_ms, tier, status, degraded,
-                            model.name if model else ("canned" if degraded else None)))
-        if len(self.recent) > 2000:
-            del self.recent[:1000]
-        if decision is not None and decision.conversation and status == 200 and model is not None \
-                and model.tier == "cloud" and policy.sticky_ttl is not None:
-            # Later turns of this conversation stay on the cloud tier (routing reads this back).
-            self._in_background(self.store.cache_set(decision.conversation, b"cloud", policy.sticky_ttl))
-        if decision is not None and status == 200:
-            reference = state.get("reference")
-            ref_cost = cost_of(reference, usage) if reference is not None and usage is not None else cost
-            self.accountant.record(
-                key=state.get("key"), route=route, model=model.name if model else "canned", tier=tier,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                cost=cost, reference_cost=ref_cost, degraded=degraded)
 
     async def status(self) -> dict:
         """What the dashboard shows."""
@@ -256,14 +210,14 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
     runtime = Runtime(settings)
     healthz, readyz, metrics_endpoint = health_endpoints(runtime)
     admin = admin_endpoints(runtime)
-    chat = ChatCompletions(runtime)
+    chat = Endpoint(runtime, OpenAIChat())
     promotion = classifier_endpoints(runtime, runtime.classifier)
     routes = [
         Route("/v1/chat/completions", chat, methods=None),
         Route("/chat/completions", chat, methods=None),
-        Route("/v1/messages", ENDPOINTS["anthropic"](runtime, chat, DIALECTS["anthropic"]()), methods=None),
+        Route("/v1/messages", Endpoint(runtime, AnthropicMessages()), methods=None),
         Route("/v1/messages/count_tokens", CountTokens(runtime), methods=None),
-        Route("/v1/responses", ENDPOINTS["responses"](runtime, chat, DIALECTS["responses"]()), methods=None),
+        Route("/v1/responses", Endpoint(runtime, OpenAIResponses()), methods=None),
         Route("/v1/embeddings", Embeddings(runtime), methods=None),
         Route("/v1/models", models_endpoint(runtime), methods=["GET"]),
         Route("/v1/feedback", feedback_endpoint(runtime), methods=["POST"]),
@@ -316,7 +270,7 @@ class ChatFastPath:
     # from the client's Host header.
     _PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/chat/completions/", "/chat/completions/"})
 
-    def __init__(self, app: Starlette, chat: ChatCompletions) -> None:
+    def __init__(self, app: Starlette, chat: Endpoint) -> None:
         self.app = app
         self.chat = chat
         self.state = app.state

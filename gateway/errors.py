@@ -24,6 +24,10 @@ class ApiError(Exception):
         self.type = type or _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         self.headers = headers or {}
 
+    def payload(self) -> dict:
+        """The error object (what goes under "error"), for a dialect to reshape."""
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
     def body(self) -> bytes:
         return error_body(self.message, self.type, self.param, self.code)
 

@@ -149,7 +149,7 @@ def test_client_may_ask_for_a_lower_cloud_share_only(upstream, tmp_path):
 async def test_dial_starts_over_when_the_classifier_changes():
     """A promoted classifier scores on another scale: quantiles of the old one's scores would set its
     threshold, so the windows start over (the new model's calibrated threshold until they fill)."""
-    from gateway.routing.request import ChatRequest
+    from gateway.request import Request
     from gateway.routing.router import Router
 
     class Scoring:
@@ -177,8 +177,8 @@ routes:
     current = {"length": Scoring("old", 0.0)}
     router = Router(current.__getitem__)
 
-    def request(n: int) -> ChatRequest:
-        return ChatRequest({}, b"", "auto", False, [{"role": "user", "content": "x" * n}])
+    def request(n: int) -> Request:
+        return Request({}, b"", "auto", False, [{"role": "user", "content": "x" * n}])
 
     for n in range(1, 51):
         await router.decide(policy, request(n))

@@ -22,7 +22,7 @@ from gateway.api import embeddings as emb
 from gateway.api import responses as oresp
 from gateway.errors import ApiError
 from gateway.policy.compile import PolicyInvalid, compile_policy
-from gateway.routing.request import ChatRequest
+from gateway.request import Request
 from gateway.routing.router import conversation_keys
 
 KEY = "sk-dialects-test"
@@ -889,7 +889,7 @@ LONG = "Prove that the sum of the first n odd numbers is n squared, step by step
 
 def test_conversation_keys_link_a_turn_to_the_one_before():
     def keys(messages, key_name=None, headers=None, model="auto"):
-        return conversation_keys(ChatRequest({}, b"", model, False, messages, headers or {}, key_name))
+        return conversation_keys(Request({}, b"", model, False, messages, headers or {}, key_name))
 
     turn1 = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about tides."}]
     turn2 = turn1 + [{"role": "assistant", "content": "They follow the moon."}, {"role": "user", "content": "Why?"}]
@@ -946,8 +946,8 @@ async def test_router_keeps_a_cloud_conversation_on_the_cloud_only_when_the_clou
     router = Router(lambda kind: Length(), store=store)
     turn1 = [{"role": "user", "content": "Plan my trip."}]
     turn2 = turn1 + [{"role": "assistant", "content": "Where to?"}, {"role": "user", "content": "Rome."}]
-    first = ChatRequest({}, b"", "auto", False, turn1)
-    later = ChatRequest({}, b"", "auto", False, turn2)
+    first = Request({}, b"", "auto", False, turn1)
+    later = Request({}, b"", "auto", False, turn2)
     policy = compile_policy(STICKY_POLICY, env={"STICKY_TEST_KEY": "k"})
     decision, plan, _ = await router.decide(policy, first)
     assert decision.conversation == conversation_keys(first)[0] and decision.sticky is None

@@ -22,7 +22,7 @@ from gateway.policy.schema import Match
 from gateway.routing.matcher import evaluate
 from gateway.routing import pii
 from gateway.routing.pii import MAX_CHECKS, RegexPiiDetector, iban_ok, luhn_ok
-from gateway.routing.request import ChatRequest
+from gateway.request import Request
 from gateway.routing.signals import Signals, request_strings
 
 detector = RegexPiiDetector()
@@ -237,7 +237,7 @@ def test_unreadable_parts_in_every_kind_of_pii_condition():
     body = {"model": "auto", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "no personal data here"},
         {"type": "input_audio", "input_audio": {"data": "QUJD", "format": "wav"}}]}]}
-    signals = Signals(ChatRequest(body, b"", "auto", False, body["messages"]), detector)
+    signals = Signals(Request(body, b"", "auto", False, body["messages"]), detector)
     assert signals.pii == set() and signals.unscannable == {"audio"}
     for match, expected in ((Match(pii=True), False), (Match(pii=True, pii_unscannable=True), True),
                             (Match(pii=False, pii_unscannable=True), False), (Match(pii=False), True),

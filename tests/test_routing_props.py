@@ -12,7 +12,7 @@ from gateway.policy import PolicyInvalid, compile_policy
 from gateway.policy.schema import Band, Match
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import RegexPiiDetector, iban_ok, luhn_ok
-from gateway.routing.request import ChatRequest
+from gateway.request import Request
 from gateway.routing.router import Router
 from gateway.routing.signals import Signals
 
@@ -24,7 +24,7 @@ messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "ass
 
 def signals(msgs, model="auto", score=None, body_extra=None):
     body = {"model": model, "messages": msgs, **(body_extra or {})}
-    s = Signals(ChatRequest(body, b"", model, False, msgs, {}), detector)
+    s = Signals(Request(body, b"", model, False, msgs, {}), detector)
     s.score = score
     return s
 
@@ -140,6 +140,6 @@ routes:
   - {name: auto, when: {model: auto}, simple: [e, c], complex: [c, e]}
 """, "p.yaml", {})
     router = Router(lambda kind: _Score(score))
-    decision, plan, _ = asyncio.run(router.decide(policy, ChatRequest({}, b"", "auto", False, msgs, {})))
+    decision, plan, _ = asyncio.run(router.decide(policy, Request({}, b"", "auto", False, msgs, {})))
     assert decision.complexity == ("complex" if score >= 0.4 else "simple")
     assert plan.targets[0].name == ("c" if score >= 0.4 else "e")

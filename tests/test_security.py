@@ -399,7 +399,7 @@ def test_mid_stream_error_event_names_the_kind_only(gw, legit):
 
 
 def test_header_value_is_bounded_printable_ascii():
-    from gateway.api.headers import degraded_reason, header_value
+    from gateway.pipeline.headers import degraded_reason, header_value
 
     assert header_value("a\r\nb: c\x00\x7f\u00e9\u2713") == b"a?b: c?"
     assert len(header_value("x" * 10_000)) == 200

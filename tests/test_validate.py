@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.api.validate import MAX_DEPTH, parse_json, validate_chat
 from gateway.errors import ApiError
-from gateway.routing.request import ChatRequest, message_text
+from gateway.request import Request, message_text
 
 scalars = st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 64 - 1) \
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
@@ -56,7 +56,7 @@ def _read_like_the_gateway(b: dict) -> None:
     """What the api, routing and the upstream clients do with an accepted body."""
     model, messages, stream = validate_chat(b)
     assert isinstance(model, str) and model and isinstance(stream, bool)
-    request = ChatRequest(b, b"", model, stream, messages, {})
+    request = Request(b, b"", model, stream, messages, {})
     request.include_usage  # noqa: B018 - reads stream_options
     for m in messages:
         assert m["role"] in {"system", "user", "assistant", "tool", "function", "developer"}

@@ -1,5 +1,5 @@
 """Exact response cache keys: the normalised request, the chosen chain, the policy version and the caller's
-key (tenants never share entries). The cache stores the final `chat.completion`; `api/replay.py` answers
+key (tenants never share entries). The cache stores the final `chat.completion`; `execution/replay.py` answers
 a stream request from it as a stream."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from gateway.admission.keys import check_model, find_key
 from gateway.api.validate import parse_json, validate_chat
 from gateway.errors import ApiError
 from gateway.observability.logs import audit
-from gateway.routing.request import ChatRequest
+from gateway import request as neutral
 from gateway.routing.router import BadShareHeader, NoRoute, UnknownModel
 
 _STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -72,7 +72,7 @@ async def explain_request(router, policy, body: dict, headers: dict | None = Non
     model, messages, stream = validate_chat(body)
     key = find_key(policy, presented) if isinstance(presented, str) else None
     check_model(key, model)
-    request = ChatRequest(body, b"", model, stream, messages, headers, key.name if key else None,
+    request = neutral.Request(body, b"", model, stream, messages, headers, key.name if key else None,
                           key.group if key else None, "explain")
     try:
         decision, plan, signals = await router.decide(policy, request, record=False)

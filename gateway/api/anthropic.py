@@ -2,9 +2,10 @@
 
 `to_chat` turns a Messages request into a Chat Completions body (the gateway's neutral form today);
 `encode_completion`, `AnthropicStream` and `error_body` turn the chat pipeline's answer, stream chunks and
-errors back into Anthropic's shapes. Nothing here does I/O; `dialect_bridge` runs the pipeline.
+errors back into Anthropic's shapes. Nothing here does I/O; `AnthropicMessages` hands them to the endpoint.
+An Anthropic upstream (`client: anthropic`) gets the client's own bytes instead, so nothing is dropped there.
 
-Dropped on the way in (the targets are OpenAI-compatible): `thinking` / `redacted_thinking` blocks of the
+Dropped on the way in to OpenAI-compatible targets: `thinking` / `redacted_thinking` blocks of the
 assistant's history and the `thinking` option, `cache_control`, `top_k`, `metadata` other than `user_id`,
 images inside `tool_result` blocks (replaced by a short text note).
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from gateway.api.replay import answer_of
+from gateway.api.dialect import Parsed, Translated
+from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
 
 # HTTP status -> Anthropic error type
@@ -412,3 +414,19 @@ class AnthropicStream:
 def count_tokens_body(body: dict) -> dict:
     """The chat form of a count_tokens request (same fields as a message request, no max_tokens)."""
     return to_chat({**body, "max_tokens": 1, "stream": False})
+
+
+class AnthropicMessages(Translated):
+    name = "anthropic"
+
+    def to_chat(self, body: dict) -> dict:
+        return to_chat(body)
+
+    def answer(self, completion: dict, parsed: Parsed) -> dict:
+        return encode_completion(completion, (parsed.echo or {}).get("stop_sequences"))
+
+    def translator(self, parsed: Parsed) -> AnthropicStream:
+        return AnthropicStream((parsed.echo or {}).get("stop_sequences"))
+
+    def error(self, status: int, error: dict) -> bytes:
+        return error_body(status, error)

@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 
 from gateway.admission.keys import authenticate, check_model
-from gateway.api.chat import _REQUEST_ID, _new_request_id, read_body
-from gateway.api.headers import decision_headers
+from gateway.api.endpoint import read_body, request_id_of
+from gateway.pipeline.headers import decision_headers
+from gateway.pipeline.record import Record
 from gateway.api.validate import parse_json
 from gateway.errors import ApiError
 from gateway.execution.executor import Attempt, Outcome
@@ -25,7 +26,7 @@ from gateway.execution.retry import BackoffWait, should_retry
 from gateway.policy.schema import ModelSpec, Policy
 from gateway.providers.base import Usage
 from gateway.providers.embeddings import embed
-from gateway.providers.errors import Action, UpstreamError
+from gateway.providers.errors import Action, UpstreamError, degraded_reason
 from gateway.routing.plan import Decision
 from gateway.routing.signals import OFF_LOOP_BYTES
 
@@ -113,10 +114,9 @@ class Embeddings:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get("x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else _new_request_id()
+        request_id = request_id_of(headers)
         policy = rt.policies.current
-        state: dict = {"status": 0, "decision": None, "outcome": None, "degraded": None, "cache": None}
+        record = Record(request_id, policy, "embeddings")
         try:
             key = authenticate(policy, headers)  # before reading the body: no work for unknown callers
             body = parse_json(await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length")))
@@ -133,11 +133,11 @@ class Embeddings:
             decision = Decision(route="embeddings", tier=(available or chain)[0].tier, score=None, threshold=None,
                                 complexity=None, reasons=("embedding request",), policy_version=policy.version,
                                 skipped=tuple((m.name, m.unavailable_reason) for m in chain if not m.available))
-            state["decision"], state["key"] = decision, key.name if key else None
+            record.decision, record.key = decision, key.name if key else None
             estimate = sum(len(t) for t in texts) // 4 + 1
             counted = await rt.limiter.admit(policy, key, available[0].name if available else None, estimate)
             outcome, raw = await self._run(available, body, policy)
-            state["outcome"] = outcome
+            record.outcome = outcome
             extra = decision_headers(request_id, policy.version, decision, outcome)
             if raw is None:
                 error = outcome.client_error
@@ -145,34 +145,36 @@ class Embeddings:
                     status = error.status or 400
                     payload = orjson.dumps(error.body) if isinstance(error.body, dict) and isinstance(
                         error.body.get("error"), dict) else ApiError(status, error.message, code=error.kind).body()
-                    state["status"] = status
+                    record.status = status
                     await send({"type": "http.response.start", "status": status, "headers": _JSON + extra})
                     await send({"type": "http.response.body", "body": payload})
                     return
                 failed = outcome.failed
-                reason = f"{failed.kind}: {failed.message}" if failed else "no embedding model is available"
-                raise ApiError(503, f"Every embedding target failed ({reason[:180]}).", code="upstreams_unavailable",
+                if failed is not None:  # the upstream's own words go to the log; the client gets the kind
+                    log.warning("every embedding target failed: %s: %s", failed.kind, failed.message[:180])
+                reason = degraded_reason(failed.kind) if failed else "no embedding model is available"
+                raise ApiError(503, f"Every embedding target failed ({reason}).", code="upstreams_unavailable",
                                headers={"retry-after": "30"})
             usage = orjson.loads(raw).get("usage") or {}
             tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0)
-            state["usage"] = Usage(tokens, 0)
-            state["status"] = 200
+            record.usage = Usage(tokens, 0)
+            record.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": _JSON + extra})
             await send({"type": "http.response.body", "body": raw})
             await rt.limiter.correct(counted, estimate, tokens)
         except ApiError as exc:
-            state["status"] = exc.status
-            await _send_error(send, exc, decision_headers(request_id, policy.version, state["decision"],
-                                                          state["outcome"]))
+            record.status = exc.status
+            await _send_error(send, exc, decision_headers(request_id, policy.version, record.decision,
+                                                          record.outcome))
         except Exception:
             log.exception("unhandled error in the embeddings endpoint")
-            if state["status"]:
+            if record.status:
                 raise
-            state["status"] = 500
+            record.status = 500
             await _send_error(send, ApiError(500, "The gateway failed to handle this request.",
                                              code="internal_error"), [(b"x-request-id", request_id.encode())])
         finally:
-            rt.finish_request(request_id, policy, state, time.perf_counter() - started)
+            rt.accounting.finish(record, time.perf_counter() - started)
 
     async def _run(self, chain: list[ModelSpec], body: dict, policy: Policy) -> tuple[Outcome, bytes | None]:
         """Each target in order, each of its deployments with the policy's retries, within the deadline."""

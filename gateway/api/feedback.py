@@ -15,7 +15,6 @@ cloud model.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import orjson
@@ -78,50 +77,3 @@ def feedback_endpoint(runtime):
             return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
     return feedback
-
-
-def request_record(policy, state: dict) -> dict | None:
-    """What the gateway remembers of an answered request for later feedback (None: nothing to rate)."""
-    decision, outcome = state.get("decision"), state.get("outcome")
-    if decision is None or state.get("status") != 200 or outcome is None or outcome.model is None:
-        return None
-    record = {"at": time.time(), "route": decision.route, "tier": outcome.model.tier, "model": outcome.model.name,
-              "policy_version": policy.version, "classifier_score": decision.score,
-              "classifier_version": decision.classifier,
-              "key": state.get("key"), "asked_model": state.get("asked_model"),
-              "conversation": state.get("conversation")}
-    if policy.feedback.store_prompts and state.get("feedback_prompt") is not None:
-        record["prompt"] = state["feedback_prompt"]
-    return record
-
-
-def conversation_key(messages: list) -> str:
-    """Identifies a conversation by its messages (a regenerate re-sends the same ones)."""
-    return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
-
-
-async def on_answer(outcomes, request_id: str, record: dict, policy) -> None:
-    """Remember an answered request for feedback; record an implicit outcome for the answer it repeats."""
-    spec = policy.feedback
-    await outcomes.remember(request_id, record, spec.window_s)
-    conversation = record.get("conversation")
-    if not spec.implicit or not conversation:
-        return
-    ckey = f"conv:{record.get('key')}:{conversation}"
-    previous_id = await outcomes.lookup_raw(ckey)
-    await outcomes.remember_raw(ckey, request_id.encode(), spec.implicit_window_s)
-    if previous_id is None:
-        return
-    previous = await outcomes.lookup(previous_id.decode())
-    if previous is None or time.time() - float(previous.get("at", 0)) > spec.implicit_window_s:
-        return
-    if previous.get("tier") == "edge" and record.get("tier") == "cloud" and record.get("asked_model") != "auto" \
-            and record.get("asked_model") != previous.get("asked_model"):
-        kind = "escalated"
-    elif record.get("asked_model") == previous.get("asked_model"):
-        kind = "regenerated"
-    else:
-        return
-    outcomes.append({**previous, "request_id": previous_id.decode(), "kind": kind, "score": 0.0, "at": time.time(),
-                     "answered_at": previous.get("at"), "followed_by": request_id},
-                    spec.retention_days, spec.max_records)

@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from gateway.api.replay import answer_of
+from gateway.api.dialect import Parsed, Translated
+from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
 
 
@@ -438,3 +439,59 @@ def error_body(status: int, openai_error: dict | None) -> bytes:
         return orjson.dumps(openai_error)
     message = str((openai_error or {}).get("error") or f"HTTP {status}")
     return ApiError(status, message).body()
+
+
+class OpenAIResponses(Translated):
+    """/v1/responses, with `previous_response_id` when the policy keeps responses (`responses: {store: true}`):
+    each stored answer is the chat conversation so far (without the request's `instructions`, which OpenAI
+    does not carry over either) plus the assistant's turn, kept under its response id for the caller's key
+    only, for the policy's `ttl`."""
+
+    name = "responses"
+
+    def to_chat(self, body: dict) -> dict:
+        return to_chat(body)
+
+    def answer(self, completion: dict, parsed: Parsed) -> dict:
+        return encode_completion(completion, parsed.echo or {})
+
+    def translator(self, parsed: Parsed) -> ResponsesStream:
+        return ResponsesStream(parsed.echo or {})
+
+    def error(self, status: int, error: dict) -> bytes:
+        return error_body(status, error)
+
+    async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
+        ttl = policy.responses_ttl
+        if ttl is None:  # nothing is kept: to_chat refuses previous_response_id
+            chat = to_chat(body)
+            return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], {**body, "store": False},
+                          original=body)
+        previous = body.get("previous_response_id")
+        history: list = []
+        if previous is not None:
+            if not isinstance(previous, str) or not previous:
+                raise ApiError(400, "'previous_response_id' must be a response id.", param="previous_response_id",
+                               code="invalid_type")
+            stored = await store.cache_get(f"resp:{caller}:{previous}")
+            if stored is None:
+                raise ApiError(400, f"Previous response with id '{previous}' not found (it was not stored, has "
+                                    "expired, or belongs to another key).", param="previous_response_id",
+                               code="previous_response_not_found")
+            history = orjson.loads(stored)
+        chat = to_chat({**body, "previous_response_id": None})
+        start = 1 if body.get("instructions") else 0  # the instructions' system message comes first
+        chat["messages"][start:start] = history
+        keep = body.get("store") is not False
+        parsed = Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], {**body, "store": keep},
+                        original=body)
+        if keep:
+            turns = chat["messages"][start:]
+
+            async def remember(answer: dict) -> None:
+                if answer.get("status") in ("completed", "incomplete"):
+                    record = orjson.dumps([*turns, assistant_message(answer)])
+                    await store.cache_set(f"resp:{caller}:{answer['id']}", record, ttl)
+
+            parsed.on_answer = remember
+        return parsed

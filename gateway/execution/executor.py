@@ -28,8 +28,8 @@ from gateway.policy.schema import BreakerSpec, Deployment, ModelSpec, RetrySpec
 from gateway.providers.base import ChunkStream, Completion, Deadlines, UpstreamCall
 from gateway.providers.errors import Action, UpstreamError
 from gateway.providers.registry import Providers
+from gateway.request import OPENAI, Request
 from gateway.routing.plan import Plan
-from gateway.routing.request import ChatRequest
 
 
 @dataclass(slots=True)
@@ -79,7 +79,7 @@ class Executor:
         self.breakers = breakers
         self.lag = LoopLag()
 
-    async def run(self, request: ChatRequest, plan: Plan, breaker: BreakerSpec,
+    async def run(self, request: Request, plan: Plan, breaker: BreakerSpec,
                   arrived: float | None = None) -> Outcome:
         """`arrived`: when the request came in (time.monotonic()); the deadline counts from there, so that
         it bounds the whole answer, the work before execution included."""
@@ -132,9 +132,10 @@ class Executor:
                                        -math.log(1.0 - random.random()) / max(d.weight, 1e-9)))
         return usable
 
-    async def _try(self, request: ChatRequest, spec: RetrySpec, breaker: BreakerSpec, model: ModelSpec,
+    async def _try(self, request: Request, spec: RetrySpec, breaker: BreakerSpec, model: ModelSpec,
                    deployment: Deployment, attempt: Attempt, outcome: Outcome) -> None:
         provider = self.providers.get(model, deployment)
+        speaks = getattr(provider, "dialect", OPENAI)
         in_flight = self.providers.in_flight
         name = deployment.name
 
@@ -150,34 +151,21 @@ class Executor:
             attempt.tries += 1
             deadlines = Deadlines(connect=min(model.connect_timeout, left), attempt=min(model.timeout, left),
                                   first_token=min(model.first_token_timeout, left))
-            call = UpstreamCall(request.body, model.upstream_model, request.stream, deadlines, request.raw)
+            # The client's own bytes go only to an upstream that speaks the client's dialect.
+            raw = request.raw if speaks == request.dialect else None
+            call = UpstreamCall(request.body, model.upstream_model, request.stream, deadlines, raw, request.dialect)
             in_flight[name] = in_flight.get(name, 0) + 1
             released = False
             started = time.monotonic()
             try:
                 if request.stream:
                     stream = await provider.stream(call)
-                    opening = Opening(getattr(stream, "framed", False))
-                    ended = False
-                    try:
-                        async with asyncio.timeout(deadlines.first_token):
-                            while True:
-                                try:
-                                    piece = await stream.__anext__()
-                                except StopAsyncIteration:
-                                    opening.end()  # raises unless the stream was a well-formed empty answer
-                                    ended = True
-                                    break
-                                if opening.add(piece):
-                                    break
-                    except TimeoutError:
-                        await stream.aclose()
-                        raise UpstreamError("timeout", "no first token in time") from None
-                    except BaseException:
-                        await stream.aclose()
-                        raise
+                    if getattr(stream, "dialect", OPENAI) == OPENAI:
+                        held, ended = await _opening(stream, deadlines.first_token)
+                    else:  # a stream in another dialect checked its own opening before `stream()` returned
+                        held, ended = [], False
                     metrics.child(metrics.TTFT, model.name, model.tier).observe(time.monotonic() - started)
-                    outcome.stream, outcome.held, outcome.stream_ended = stream, opening.held, ended
+                    outcome.stream, outcome.held, outcome.stream_ended = stream, held, ended
                     outcome._release = lambda: _decrement(in_flight, name)
                     released = True  # the api releases the slot when the stream ends
                 else:
@@ -244,6 +232,28 @@ def _refused_everywhere(outcome: Outcome) -> None:
     body = {"message": str(given.get("message") or error.message), "type": given.get("type") or "invalid_request_error",
             "param": given.get("param"), "code": given.get("code") or _REQUEST_BOUND[request_bound]}
     outcome.client_error = UpstreamError(request_bound, error.message, status=400, body={"error": body})
+
+
+async def _opening(stream: ChunkStream, first_token: float | None) -> tuple[list[bytes], bool]:
+    """Read a chat stream up to its first real content (see opening.py): (the pieces held back, whether the
+    stream already ended). Closes the stream when it fails."""
+    opening = Opening(getattr(stream, "framed", False))
+    try:
+        async with asyncio.timeout(first_token):
+            while True:
+                try:
+                    piece = await stream.__anext__()
+                except StopAsyncIteration:
+                    opening.end()  # raises unless the stream was a well-formed empty answer
+                    return opening.held, True
+                if opening.add(piece):
+                    return opening.held, False
+    except TimeoutError:
+        await stream.aclose()
+        raise UpstreamError("timeout", "no first token in time") from None
+    except BaseException:
+        await stream.aclose()
+        raise
 
 
 def _decrement(in_flight: dict, name: str) -> None:

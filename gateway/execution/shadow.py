@@ -28,7 +28,7 @@ from gateway.observability.cost import prices
 from gateway.policy.schema import Match, ModelSpec, Policy, Route
 from gateway.providers.base import Completion, Deadlines, UpstreamCall, Usage
 from gateway.providers.errors import UpstreamError
-from gateway.routing.request import message_text
+from gateway.request import message_text
 
 log = logging.getLogger("gateway")
 
@@ -169,15 +169,16 @@ class Shadow:
             return False
         return spec.rate >= 1.0 or self._rng() < spec.rate
 
-    def submit(self, request_id: str, policy: Policy, state: dict) -> None:
-        """After the answer was sent: start the comparison of a sampled request that was answered in full."""
-        request = state.get("shadow")
-        decision, outcome = state.get("decision"), state.get("outcome")
+    def submit(self, record: Any) -> None:
+        """After the answer was sent: start the comparison of a sampled request that was answered in full
+        (`record` is the request's pipeline Record)."""
+        request, policy, request_id = record.shadow, record.policy, record.request_id
+        decision, outcome = record.decision, record.outcome
         if request is None or decision is None or outcome is None or outcome.model is None:
             return
-        if state.get("status") != 200 or state.get("degraded") or state.get("stream_error"):
+        if record.status != 200 or record.degraded or record.stream_error:
             return
-        body = outcome.completion.body if outcome.completion is not None else state.get("answer_body")
+        body = outcome.completion.body if outcome.completion is not None else record.answer_body
         answer = answer_text(body)
         if answer is None:
             return
@@ -186,7 +187,7 @@ class Shadow:
             return
         self._pending += 1
         task = asyncio.get_running_loop().create_task(
-            self._run(request_id, policy, decision, request, outcome.model, answer, state.get("feedback_prompt")))
+            self._run(request_id, policy, decision, request, outcome.model, answer, record.feedback_prompt))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -29,7 +29,8 @@ class UpstreamCall:
     model: str                       # model name as the upstream knows it
     stream: bool
     deadlines: Deadlines = field(default_factory=Deadlines)
-    raw: bytes | None = None         # the client's original bytes, for providers that can forward them
+    raw: bytes | None = None         # the client's own bytes, given only to a provider speaking `dialect`
+    dialect: str = "openai"          # the API the client spoke (see gateway/request.py)
 
 
 @dataclass(slots=True)
@@ -72,6 +73,7 @@ class Completion:
 
     body: bytes
     usage: Usage | None = None
+    dialect: str = "openai"   # the wire format of `body`: a chat.completion, or a provider's own API
 
     @classmethod
     def from_dict(cls, data: dict) -> "Completion":

@@ -7,6 +7,7 @@ return the error to the client. Nothing above the providers inspects exception t
 from __future__ import annotations
 
 import enum
+import re
 
 
 class Action(enum.Enum):
@@ -102,3 +103,24 @@ def parse_retry_after(headers) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError):
         return None
+
+
+# What a client sees in `x-gateway-degraded-reason` (and in a 503's message) for each upstream error kind.
+_REASONS = {
+    "server": "upstream_server_error", "timeout": "upstream_timeout", "connect": "upstream_unreachable",
+    "rate_limit": "upstream_rate_limited", "malformed": "upstream_malformed_response",
+    "stream_cut": "upstream_stream_cut", "overloaded": "edge_overloaded", "unavailable": "upstream_unavailable",
+    "context_window": "context_window_exceeded", "content_policy": "content_policy",
+    "not_found_upstream": "upstream_model_not_found", "auth_upstream": "upstream_auth_failed",
+    "bad_request": "upstream_bad_request", "redirect": "upstream_redirect_refused",
+}
+_TOKEN = re.compile(r"[^a-z0-9_]+")
+
+
+def degraded_reason(kind: object) -> str:
+    """The error kind as a client may see it: a fixed word per known kind, else the kind as a bounded token."""
+    word = str(kind)
+    if word in _REASONS:
+        return _REASONS[word]
+    token = _TOKEN.sub("_", word.lower()).strip("_")[:48]
+    return f"upstream_{token or 'error'}"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 from gateway.policy.schema import Policy
-from gateway.routing.request import ChatRequest
+from gateway.request import Request
 
 
 async def _outcome(router, policy: Policy, body: dict) -> dict:
     model = body.get("model")
     messages = body["messages"] if isinstance(body.get("messages"), list) else []
-    request = ChatRequest(body, b"", model if isinstance(model, str) else "", bool(body.get("stream")), messages, {})
+    request = Request(body, b"", model if isinstance(model, str) else "", bool(body.get("stream")), messages, {})
     try:
         decision, plan, _ = await router.decide(policy, request)
     except Exception as exc:  # noqa: BLE001 - an unroutable request is a result too

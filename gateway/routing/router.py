@@ -17,7 +17,7 @@ from gateway.routing.dial import ShareDial
 from gateway.routing.matcher import evaluate
 from gateway.routing.pii import PiiDetector, RegexPiiDetector
 from gateway.routing.plan import Decision, Plan
-from gateway.routing.request import ChatRequest, message_text
+from gateway.request import Request, message_text
 from gateway.routing.signals import Signals
 
 
@@ -40,7 +40,7 @@ LoadFn = Callable[[str], "EdgeLoad | None"]
 CONVERSATION_HEADER = "x-gateway-conversation"
 
 
-def conversation_keys(request: ChatRequest) -> tuple[str, str | None]:
+def conversation_keys(request: Request) -> tuple[str, str | None]:
     """Store keys of a conversation: (this turn, the turn before it). With the client's
     `x-gateway-conversation` id both are that id. Otherwise this turn is the hash of its messages and the
     turn before is the hash of the messages up to the last assistant message: the request that assistant
@@ -108,7 +108,7 @@ class Router:
             return scoring.threshold_for_share(spec.cloud_share)
         return scoring.default_threshold
 
-    async def decide(self, policy: Policy, request: ChatRequest,
+    async def decide(self, policy: Policy, request: Request,
                      record: bool = True) -> tuple[Decision, Plan, Signals]:
         """`record=False` (explain): the decision does not count in the share dial's windows."""
         if not self.known_model(policy, request.model):
@@ -163,7 +163,7 @@ class Router:
                            threshold if route.split else None, conversation,
                            sticky_chain is not None and budget != SPENT, budget)
 
-    async def _budget(self, policy: Policy, request: ChatRequest, route: Route, chain: tuple[str, ...],
+    async def _budget(self, policy: Policy, request: Request, route: Route, chain: tuple[str, ...],
                       reasons: list[str], record: bool = True) -> tuple[tuple[str, ...], str | None]:
         """A chain that would start on a cloud model starts on the route's edge models once the key's or the
         route's daily cloud budget is spent (see budget.py). Returns the chain and the x-gateway-budget value."""
@@ -211,7 +211,7 @@ class Router:
                        + ("" if chosen == own else " (higher than the policy's: not granted)"))
         return chosen
 
-    async def _keep_tier(self, policy: Policy, request: ChatRequest, chain: tuple[str, ...], edge_only: bool,
+    async def _keep_tier(self, policy: Policy, request: Request, chain: tuple[str, ...], edge_only: bool,
                          reasons: list[str]) -> tuple[str | None, tuple[str, ...] | None]:
         """Conversations never move down a tier: once the cloud tier answered a turn, the next turns skip the
         chain's edge models (provider state and prompt caches stay valid). Edge-only routes keep theirs:
@@ -257,7 +257,7 @@ class Router:
         depth = load.queue_depth if load else "?"
         return spill.to + rest, f"spilled over: edge queue {depth}"
 
-    async def _pinned(self, policy: Policy, request: ChatRequest, alias: str,
+    async def _pinned(self, policy: Policy, request: Request, alias: str,
                       signals: Signals) -> tuple[Decision, Plan, Signals]:
         model = policy.models[alias]
         route = Route(

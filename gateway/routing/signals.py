@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.routing.pii import PiiDetector
-from gateway.routing.request import ChatRequest, message_text
+from gateway.request import Request, message_text
 
 # Bodies larger than this are walked and scanned for personal data in a worker thread, so that one large
 # prompt does not hold up the event loop (below this, a scan takes a few milliseconds at most).
@@ -16,7 +16,7 @@ _NOT_CONTENT = frozenset({"model", "service_tier", "reasoning_effort", "modaliti
 _IDENTIFIERS = frozenset({"tool_call_id", "role", "type"})
 # Content parts whose payload is not text: what the privacy check cannot read.
 UNSCANNABLE_PARTS = {"image_url": "image", "input_image": "image", "image": "image", "input_audio": "audio",
-                     "file": "file", "input_file": "file"}
+                     "file": "file", "input_file": "file", "document": "file"}
 _BLOBS = frozenset({"data", "file_data"})
 
 
@@ -69,7 +69,7 @@ class cached_property:  # noqa: N801 - functools' version takes a lock on every 
 
 
 class Signals:
-    def __init__(self, request: ChatRequest, pii_detector: PiiDetector) -> None:
+    def __init__(self, request: Request, pii_detector: PiiDetector) -> None:
         self.request = request
         self._pii_detector = pii_detector
         self.score: float | None = None  # set by the router when a rule or a split route needs it
@@ -107,6 +107,10 @@ class Signals:
     @cached_property
     def _scan(self) -> tuple[str, frozenset[str]]:
         strings, unscannable = request_strings(self.request.body)
+        if self.request.original is not None:  # what the client sent in its own dialect, every field of it
+            more, more_unscannable = request_strings(self.request.original)
+            strings += more
+            unscannable |= more_unscannable
         return "\n".join(strings), frozenset(unscannable)
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from gateway.routing.request import message_text
+from gateway.request import message_text
 
 
 class TrafficError(ValueError):

@@ -9,33 +9,15 @@ from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile(r"[^\x20-\x7e]+")
-_TOKEN = re.compile(r"[^a-z0-9_]+")
+from gateway.providers.errors import degraded_reason
 
-# What a client sees in `x-gateway-degraded-reason` (and in a 503's message) for each upstream error kind.
-_REASONS = {
-    "server": "upstream_server_error", "timeout": "upstream_timeout", "connect": "upstream_unreachable",
-    "rate_limit": "upstream_rate_limited", "malformed": "upstream_malformed_response",
-    "stream_cut": "upstream_stream_cut", "overloaded": "edge_overloaded", "unavailable": "upstream_unavailable",
-    "context_window": "context_window_exceeded", "content_policy": "content_policy",
-    "not_found_upstream": "upstream_model_not_found", "auth_upstream": "upstream_auth_failed",
-    "bad_request": "upstream_bad_request", "redirect": "upstream_redirect_refused",
-}
+_UNSAFE = re.compile(r"[^\x20-\x7e]+")
 
 
 def header_value(value: object, limit: int = 200) -> bytes:
     """A safe header value: runs of control, non-ASCII or DEL characters become one '?', cut to `limit`."""
     text = _UNSAFE.sub("?", str(value)).strip()
     return text[:limit].encode("ascii")
-
-
-def degraded_reason(kind: object) -> str:
-    """The error kind as a client may see it: a fixed word per known kind, else the kind as a bounded token."""
-    word = str(kind)
-    if word in _REASONS:
-        return _REASONS[word]
-    token = _TOKEN.sub("_", word.lower()).strip("_")[:48]
-    return f"upstream_{token or 'error'}"
 
 
 def decision_headers(request_id: str, policy_version: str, decision=None, outcome=None,

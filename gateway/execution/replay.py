@@ -1,8 +1,10 @@
-"""Turning a cached `chat.completion` into a stream, and a plain text stream into a `chat.completion`."""
+"""Chat Completions as the neutral answer: a whole `chat.completion` replayed as a stream (cached answers,
+canned replies), a stream assembled into a `chat.completion`, and the canned reply itself."""
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import orjson
 
@@ -13,6 +15,8 @@ def chunks_from_completion(completion: bytes, include_usage: bool) -> list[bytes
     data = orjson.loads(completion)
     base = {"id": data.get("id", "chatcmpl-cached"), "object": "chat.completion.chunk",
             "created": int(time.time()), "model": data.get("model", "")}
+    if data.get("system_fingerprint"):
+        base["system_fingerprint"] = data["system_fingerprint"]
     chunks = []
     for choice in data.get("choices", []):
         message = choice.get("message") or {}
@@ -25,6 +29,19 @@ def chunks_from_completion(completion: bytes, include_usage: bool) -> list[bytes
     if include_usage and data.get("usage"):
         chunks.append({**base, "choices": [], "usage": data["usage"]})
     return [orjson.dumps(c) for c in chunks]
+
+
+def canned_completion(text: str) -> bytes:
+    """The policy's canned reply as a well-formed `chat.completion` (headers mark it degraded)."""
+    return orjson.dumps({
+        "id": f"chatcmpl-degraded-{uuid.uuid4().hex[:20]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": "gateway-degraded",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "system_fingerprint": "gateway-degraded",
+    })
 
 
 class StreamAssembler:
