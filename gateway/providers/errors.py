@@ -1,12 +1,17 @@
 """The one error taxonomy: every upstream failure is classified here, once, at the provider boundary.
 
-Execution only looks at `UpstreamError.action`: retry the same target, fail over to the next one, or
-return the error to the client. Nothing above the providers inspects exception types of a client library.
+An `ErrorKind` carries everything execution needs to know about a failure, from one table (`_TRAITS`):
+retry this target, fail over to the next one or return the error to the client; the policy's `retry.on`
+condition it falls under; whether it counts against the deployment's breaker; whether the client's request
+itself is the problem. Nothing above the providers inspects exception types of a client library, and
+nothing keeps its own list of kind names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from typing import Literal
 
 
 class Action(enum.Enum):
@@ -15,69 +20,131 @@ class Action(enum.Enum):
     CLIENT = "client"      # the request itself is wrong: return the upstream's 4xx to the client
 
 
+RetryOn = Literal["429", "5xx", "timeout", "connect"]
+
+
+class ErrorKind(enum.StrEnum):
+    """A failure's short machine name (used as is in metrics labels and headers) with its traits."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    RATE_LIMIT = "rate_limit"
+    SERVER = "server"
+    MALFORMED = "malformed"
+    STREAM_CUT = "stream_cut"
+    OVERLOADED = "overloaded"
+    CONTEXT_WINDOW = "context_window"
+    CONTENT_POLICY = "content_policy"
+    UNAVAILABLE = "unavailable"
+    NOT_FOUND_UPSTREAM = "not_found_upstream"
+    AUTH_UPSTREAM = "auth_upstream"
+    REDIRECT = "redirect"
+    OVERSIZED = "oversized"
+    BAD_REQUEST = "bad_request"
+
+    @property
+    def action(self) -> Action:
+        return _TRAITS[self].action
+
+    @property
+    def retry_on(self) -> RetryOn | None:
+        """The policy's `retry.on` condition that retries this kind (None: never retried)."""
+        return _TRAITS[self].retry_on
+
+    @property
+    def counts_for_breaker(self) -> bool:
+        """The failure says the deployment is unhealthy (not that this request was wrong for it)."""
+        return _TRAITS[self].counts_for_breaker
+
+    @property
+    def request_bound(self) -> bool:
+        """The client's request is the problem: when every target says so, the client gets the 400."""
+        return _TRAITS[self].request_bound
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Traits:
+    action: Action
+    retry_on: RetryOn | None
+    counts_for_breaker: bool
+    request_bound: bool = False
+
+
+_R, _F, _C = Action.RETRY, Action.FAILOVER, Action.CLIENT
+K = ErrorKind
+_TRAITS: dict[ErrorKind, _Traits] = {
+    # kind                       action, retry.on, counts for the breaker, request bound
+    K.TIMEOUT:            _Traits(_R, "timeout", True),
+    K.CONNECT:            _Traits(_R, "connect", True),
+    K.RATE_LIMIT:         _Traits(_R, "429", True),
+    K.SERVER:             _Traits(_R, "5xx", True),
+    K.MALFORMED:          _Traits(_R, "5xx", True),      # invalid JSON, a bad stream opening
+    K.STREAM_CUT:         _Traits(_R, "connect", True),  # the connection broke mid-answer
+    K.OVERLOADED:         _Traits(_R, "429", True),      # the embedded model's queue is full
+    K.CONTEXT_WINDOW:     _Traits(_F, None, False, True),
+    K.CONTENT_POLICY:     _Traits(_F, None, False, True),
+    K.UNAVAILABLE:        _Traits(_F, None, True),
+    K.NOT_FOUND_UPSTREAM: _Traits(_F, None, True),
+    K.AUTH_UPSTREAM:      _Traits(_F, None, True),       # the operator's credentials: another target may work
+    K.REDIRECT:           _Traits(_F, None, False),      # 3xx: never followed, the policy names every destination
+    K.OVERSIZED:          _Traits(_F, None, True),       # over GATEWAY_MAX_UPSTREAM_*_BYTES
+    K.BAD_REQUEST:        _Traits(_C, None, False),      # any other 4xx: the upstream's answer goes to the client
+}
+del K
+if set(_TRAITS) != set(ErrorKind):  # a kind without its row would fail on first use, far from here
+    raise RuntimeError(f"error kinds without traits: {sorted(set(ErrorKind) - set(_TRAITS))}")
+
+
 class UpstreamError(Exception):
-    """An upstream call failed. `kind` is a short machine name used in metrics and headers."""
+    """An upstream call failed. `kind` (an ErrorKind, or its name) decides what happens next; an unknown
+    name raises ValueError, so a typo cannot pass as a client error."""
 
     def __init__(
         self,
-        kind: str,
+        kind: ErrorKind | str,
         message: str,
         *,
         status: int | None = None,
-        action: Action | None = None,
         retry_after: float | None = None,
         body: dict | None = None,
     ) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind = ErrorKind(kind)
         self.message = message
         self.status = status
-        self.action = action or action_for(kind, status)
         self.retry_after = retry_after
         self.body = body
 
+    @property
+    def action(self) -> Action:
+        return self.kind.action
+
     def __repr__(self) -> str:
-        return f"UpstreamError(kind={self.kind!r}, status={self.status}, action={self.action.value})"
+        return f"UpstreamError(kind={self.kind.value!r}, status={self.status}, action={self.action.value})"
 
 
-_RETRY_KINDS = {"timeout", "connect", "rate_limit", "server", "malformed", "stream_cut", "overloaded"}
-# "redirect": an upstream answered 3xx; redirects are never followed (the policy names every destination).
-# "oversized": an answer body or stream event over the gateway's cap (GATEWAY_MAX_UPSTREAM_*_BYTES).
-_FAILOVER_KINDS = {"context_window", "content_policy", "unavailable", "not_found_upstream", "auth_upstream",
-                   "redirect", "oversized"}
-
-
-def action_for(kind: str, status: int | None) -> Action:
-    if kind in _RETRY_KINDS:
-        return Action.RETRY
-    if kind in _FAILOVER_KINDS:
-        return Action.FAILOVER
-    return Action.CLIENT
-
-
-def kind_for_status(status: int, message: str = "") -> str:
+def kind_for_status(status: int, message: str = "") -> ErrorKind:
     """Map an HTTP status (and the upstream's message) to an error kind."""
     text = message.lower()
     if status == 429:
-        return "rate_limit"
+        return ErrorKind.RATE_LIMIT
     if status in (408,):
-        return "timeout"
+        return ErrorKind.TIMEOUT
     if status == 409:
-        return "server"  # conflict: transient on OpenAI's side, retried as they document
+        return ErrorKind.SERVER  # conflict: transient on OpenAI's side, retried as they document
     if status >= 500:
-        return "server"
+        return ErrorKind.SERVER
     if 300 <= status < 400:
-        return "redirect"
+        return ErrorKind.REDIRECT
     if status in (401, 403):
-        # The operator's credentials are wrong for this target; another target may work.
-        return "auth_upstream"
+        return ErrorKind.AUTH_UPSTREAM
     if status == 404:
-        return "not_found_upstream"
+        return ErrorKind.NOT_FOUND_UPSTREAM
     if "context length" in text or "context_length" in text or "maximum context" in text or "too many tokens" in text:
-        return "context_window"
+        return ErrorKind.CONTEXT_WINDOW
     if "content_policy" in text or "content policy" in text or "content_filter" in text or "safety" in text:
-        return "content_policy"
-    return "bad_request"
+        return ErrorKind.CONTENT_POLICY
+    return ErrorKind.BAD_REQUEST
 
 
 def parse_retry_after(headers) -> float | None:
