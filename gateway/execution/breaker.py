@@ -21,11 +21,8 @@ import time
 
 from gateway.observability import metrics
 from gateway.policy.schema import BreakerSpec
+from gateway.providers.errors import ErrorKind
 from gateway.state.base import Store
-
-# Failures that say the target is unhealthy (not ones caused by the request itself).
-_COUNTED = {"rate_limit", "overloaded", "server", "malformed", "timeout", "connect", "stream_cut",
-            "auth_upstream", "not_found_upstream", "unavailable", "oversized"}
 
 
 def breaker_key(target: str) -> str:
@@ -97,7 +94,8 @@ class Breakers:
         return view.state == "open"
 
     async def failure(self, spec: BreakerSpec, target: str, kind: str) -> None:
-        if not spec.enabled or kind not in _COUNTED:
+        """Count a failed attempt, if its kind says the deployment is unhealthy (`counts_for_breaker`)."""
+        if not spec.enabled or not ErrorKind(kind).counts_for_breaker:
             return
         threshold = spec.failures
         if spec.failure_ratio is not None:

@@ -26,7 +26,7 @@ from gateway.execution.retry import BackoffWait, should_retry
 from gateway.observability import metrics
 from gateway.policy.schema import BreakerSpec, Deployment, ModelSpec, RetrySpec
 from gateway.providers.base import ChunkStream, Completion, Deadlines, UpstreamCall
-from gateway.providers.errors import Action, UpstreamError
+from gateway.providers.errors import Action, ErrorKind, UpstreamError
 from gateway.providers.registry import Providers
 from gateway.request import OPENAI, Request
 from gateway.routing.plan import Plan
@@ -207,30 +207,30 @@ class Executor:
                 await once()
 
 
-_REQUEST_BOUND = {"context_window": "context_length_exceeded", "content_policy": "content_policy_violation"}
+# The error code a client gets when every target refused its request for the same reason.
+_REQUEST_BOUND_CODE = {ErrorKind.CONTEXT_WINDOW: "context_length_exceeded",
+                       ErrorKind.CONTENT_POLICY: "content_policy_violation"}
 
 
 def _refused_everywhere(outcome: Outcome) -> None:
     """Turn "every target failed" into the client's 400 or the operator's 502 when every target that was
     tried refused the request itself or the gateway's credentials (see the module's docstring)."""
-    errors = [a.error for a in outcome.attempts]
-    if not errors or any(e is None for e in errors):  # skipped (breaker open) or cut off by the deadline
+    failures = [a.failure for a in outcome.attempts]
+    if not failures or any(f is None for f in failures):  # skipped (breaker open) or cut off by the deadline
         return
-    kinds = set(errors)
-    if not kinds <= {"context_window", "content_policy", "auth_upstream"}:
+    kinds = {f.kind for f in failures if f is not None}
+    if not all(k.request_bound or k is ErrorKind.AUTH_UPSTREAM for k in kinds):
         return
-    request_bound = next((k for k in ("context_window", "content_policy") if k in kinds), None)
+    request_bound = next((k for k in ErrorKind if k in kinds and k.request_bound), None)
     if request_bound is None:
         outcome.auth_refused = True
         return
-    error = next(a.failure for a in reversed(outcome.attempts) if a.error == request_bound)
-    if error is None:
-        return
+    error = next(f for f in reversed(failures) if f is not None and f.kind is request_bound)
     given = error.body.get("error") if isinstance(error.body, dict) else None
     given = given if isinstance(given, dict) else {}
     # The upstream's own error in OpenAI's shape, its fields kept, the standard code where it gave none.
     body = {"message": str(given.get("message") or error.message), "type": given.get("type") or "invalid_request_error",
-            "param": given.get("param"), "code": given.get("code") or _REQUEST_BOUND[request_bound]}
+            "param": given.get("param"), "code": given.get("code") or _REQUEST_BOUND_CODE[request_bound]}
     outcome.client_error = UpstreamError(request_bound, error.message, status=400, body={"error": body})
 
 

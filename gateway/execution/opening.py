@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.providers.errors import UpstreamError
+from gateway.providers.errors import ErrorKind, UpstreamError
 from gateway.providers.sse import data_of
 
 _CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content")
@@ -42,23 +42,23 @@ class Opening:
         """The stream ended before any content: a well-formed empty answer (it said why it finished) is
         kept, anything else is a failure."""
         if not self.finished:
-            raise UpstreamError("malformed", "the upstream stream ended without an answer", status=200)
+            raise UpstreamError(ErrorKind.MALFORMED, "the upstream stream ended without an answer", status=200)
 
     def _check(self, payload: bytes) -> bool:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            raise UpstreamError("malformed", "the upstream stream's event is not JSON: "
+            raise UpstreamError(ErrorKind.MALFORMED, "the upstream stream's event is not JSON: "
                                 f"{payload[:80].decode('utf-8', 'replace')!r}", status=200) from None
         choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list) or chunk.get("object", "chat.completion.chunk") != "chat.completion.chunk":
-            raise UpstreamError("malformed", "the upstream stream's event is not a chat.completion.chunk",
+            raise UpstreamError(ErrorKind.MALFORMED, "the upstream stream's event is not a chat.completion.chunk",
                                 status=200)
         content = False
         for choice in choices:
             delta = (choice.get("delta") or {}) if isinstance(choice, dict) else None
             if not isinstance(delta, dict):
-                raise UpstreamError("malformed", "the upstream stream's chunk has a malformed choice", status=200)
+                raise UpstreamError(ErrorKind.MALFORMED, "the upstream stream's chunk has a malformed choice", status=200)
             if choice.get("finish_reason"):
                 self.finished = True
             if any(delta.get(k) for k in _CONTENT_KEYS):

@@ -9,21 +9,15 @@ from tenacity import RetryCallState
 from gateway.policy.schema import RetrySpec
 from gateway.providers.errors import Action, UpstreamError
 
-# The policy's `retry.on` conditions each error kind belongs to.
-_CONDITION = {
-    "rate_limit": "429", "overloaded": "429",
-    "server": "5xx", "malformed": "5xx",
-    "timeout": "timeout",
-    "connect": "connect", "stream_cut": "connect",
-}
-
 
 def should_retry(spec: RetrySpec, error: BaseException) -> bool:
+    """Whether the policy's `retry.on` covers this failure: its kind's condition, or for a 408 or 409 the
+    status itself."""
     if not isinstance(error, UpstreamError) or error.action is not Action.RETRY:
         return False
     if error.status in (408, 409) and str(error.status) in spec.on:
         return True
-    return _CONDITION.get(error.kind) in spec.on
+    return error.kind.retry_on in spec.on
 
 
 class BackoffWait:

@@ -1,13 +1,18 @@
 """The one error taxonomy: every upstream failure is classified here, once, at the provider boundary.
 
-Execution only looks at `UpstreamError.action`: retry the same target, fail over to the next one, or
-return the error to the client. Nothing above the providers inspects exception types of a client library.
+An `ErrorKind` carries everything execution needs to know about a failure, from one table (`_TRAITS`):
+retry this target, fail over to the next one or return the error to the client; the policy's `retry.on`
+condition it falls under; whether it counts against the deployment's breaker; whether the client's request
+itself is the problem. Nothing above the providers inspects exception types of a client library, and
+nothing keeps its own list of kind names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
+from typing import Literal
 
 
 class Action(enum.Enum):
@@ -16,69 +21,144 @@ class Action(enum.Enum):
     CLIENT = "client"      # the request itself is wrong: return the upstream's 4xx to the client
 
 
+RetryOn = Literal["429", "5xx", "timeout", "connect"]
+
+
+class ErrorKind(enum.StrEnum):
+    """A failure's short machine name (used as is in metrics labels and headers) with its traits."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    RATE_LIMIT = "rate_limit"
+    SERVER = "server"
+    MALFORMED = "malformed"
+    STREAM_CUT = "stream_cut"
+    OVERLOADED = "overloaded"
+    CONTEXT_WINDOW = "context_window"
+    CONTENT_POLICY = "content_policy"
+    UNAVAILABLE = "unavailable"
+    NOT_FOUND_UPSTREAM = "not_found_upstream"
+    AUTH_UPSTREAM = "auth_upstream"
+    REDIRECT = "redirect"
+    OVERSIZED = "oversized"
+    BAD_REQUEST = "bad_request"
+
+    @property
+    def action(self) -> Action:
+        return _TRAITS[self].action
+
+    @property
+    def retry_on(self) -> RetryOn | None:
+        """The policy's `retry.on` condition that retries this kind (None: never retried)."""
+        return _TRAITS[self].retry_on
+
+    @property
+    def counts_for_breaker(self) -> bool:
+        """The failure says the deployment is unhealthy (not that this request was wrong for it)."""
+        return _TRAITS[self].counts_for_breaker
+
+    @property
+    def request_bound(self) -> bool:
+        """The client's request is the problem: when every target says so, the client gets the 400."""
+        return _TRAITS[self].request_bound
+
+    @property
+    def reason(self) -> str:
+        """What a client sees of this kind (`x-gateway-degraded-reason`, a 503's message): a fixed word."""
+        return _TRAITS[self].reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Traits:
+    action: Action
+    retry_on: RetryOn | None
+    counts_for_breaker: bool
+    reason: str
+    request_bound: bool = False
+
+
+_R, _F, _C = Action.RETRY, Action.FAILOVER, Action.CLIENT
+K = ErrorKind
+_TRAITS: dict[ErrorKind, _Traits] = {
+    # kind                action, retry.on, counts for the breaker, what a client sees, request bound
+    K.TIMEOUT:            _Traits(_R, "timeout", True, "upstream_timeout"),
+    K.CONNECT:            _Traits(_R, "connect", True, "upstream_unreachable"),
+    K.RATE_LIMIT:         _Traits(_R, "429", True, "upstream_rate_limited"),
+    K.SERVER:             _Traits(_R, "5xx", True, "upstream_server_error"),
+    # invalid JSON, a bad stream opening
+    K.MALFORMED:          _Traits(_R, "5xx", True, "upstream_malformed_response"),
+    # the connection broke mid-answer
+    K.STREAM_CUT:         _Traits(_R, "connect", True, "upstream_stream_cut"),
+    # the embedded model's queue is full
+    K.OVERLOADED:         _Traits(_R, "429", True, "edge_overloaded"),
+    K.CONTEXT_WINDOW:     _Traits(_F, None, False, "context_window_exceeded", True),
+    K.CONTENT_POLICY:     _Traits(_F, None, False, "content_policy", True),
+    K.UNAVAILABLE:        _Traits(_F, None, True, "upstream_unavailable"),
+    K.NOT_FOUND_UPSTREAM: _Traits(_F, None, True, "upstream_model_not_found"),
+    # the operator's credentials: another target may work
+    K.AUTH_UPSTREAM:      _Traits(_F, None, True, "upstream_auth_failed"),
+    # 3xx: never followed, the policy names every destination
+    K.REDIRECT:           _Traits(_F, None, False, "upstream_redirect_refused"),
+    # over GATEWAY_MAX_UPSTREAM_*_BYTES
+    K.OVERSIZED:          _Traits(_F, None, True, "upstream_oversized"),
+    # any other 4xx: the upstream's answer goes to the client
+    K.BAD_REQUEST:        _Traits(_C, None, False, "upstream_bad_request"),
+}
+del K
+if set(_TRAITS) != set(ErrorKind):  # a kind without its row would fail on first use, far from here
+    raise RuntimeError(f"error kinds without traits: {sorted(set(ErrorKind) - set(_TRAITS))}")
+
+
 class UpstreamError(Exception):
-    """An upstream call failed. `kind` is a short machine name used in metrics and headers."""
+    """An upstream call failed. `kind` (an ErrorKind, or its name) decides what happens next; an unknown
+    name raises ValueError, so a typo cannot pass as a client error."""
 
     def __init__(
         self,
-        kind: str,
+        kind: ErrorKind | str,
         message: str,
         *,
         status: int | None = None,
-        action: Action | None = None,
         retry_after: float | None = None,
         body: dict | None = None,
     ) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind = ErrorKind(kind)
         self.message = message
         self.status = status
-        self.action = action or action_for(kind, status)
         self.retry_after = retry_after
         self.body = body
 
+    @property
+    def action(self) -> Action:
+        return self.kind.action
+
     def __repr__(self) -> str:
-        return f"UpstreamError(kind={self.kind!r}, status={self.status}, action={self.action.value})"
+        return f"UpstreamError(kind={self.kind.value!r}, status={self.status}, action={self.action.value})"
 
 
-_RETRY_KINDS = {"timeout", "connect", "rate_limit", "server", "malformed", "stream_cut", "overloaded"}
-# "redirect": an upstream answered 3xx; redirects are never followed (the policy names every destination).
-# "oversized": an answer body or stream event over the gateway's cap (GATEWAY_MAX_UPSTREAM_*_BYTES).
-_FAILOVER_KINDS = {"context_window", "content_policy", "unavailable", "not_found_upstream", "auth_upstream",
-                   "redirect", "oversized"}
-
-
-def action_for(kind: str, status: int | None) -> Action:
-    if kind in _RETRY_KINDS:
-        return Action.RETRY
-    if kind in _FAILOVER_KINDS:
-        return Action.FAILOVER
-    return Action.CLIENT
-
-
-def kind_for_status(status: int, message: str = "") -> str:
+def kind_for_status(status: int, message: str = "") -> ErrorKind:
     """Map an HTTP status (and the upstream's message) to an error kind."""
     text = message.lower()
     if status == 429:
-        return "rate_limit"
+        return ErrorKind.RATE_LIMIT
     if status in (408,):
-        return "timeout"
+        return ErrorKind.TIMEOUT
     if status == 409:
-        return "server"  # conflict: transient on OpenAI's side, retried as they document
+        return ErrorKind.SERVER  # conflict: transient on OpenAI's side, retried as they document
     if status >= 500:
-        return "server"
+        return ErrorKind.SERVER
     if 300 <= status < 400:
-        return "redirect"
+        return ErrorKind.REDIRECT
     if status in (401, 403):
-        # The operator's credentials are wrong for this target; another target may work.
-        return "auth_upstream"
+        return ErrorKind.AUTH_UPSTREAM
     if status == 404:
-        return "not_found_upstream"
+        return ErrorKind.NOT_FOUND_UPSTREAM
     if "context length" in text or "context_length" in text or "maximum context" in text or "too many tokens" in text:
-        return "context_window"
+        return ErrorKind.CONTEXT_WINDOW
     if "content_policy" in text or "content policy" in text or "content_filter" in text or "safety" in text:
-        return "content_policy"
-    return "bad_request"
+        return ErrorKind.CONTENT_POLICY
+    return ErrorKind.BAD_REQUEST
 
 
 def parse_retry_after(headers) -> float | None:
@@ -105,22 +185,14 @@ def parse_retry_after(headers) -> float | None:
         return None
 
 
-# What a client sees in `x-gateway-degraded-reason` (and in a 503's message) for each upstream error kind.
-_REASONS = {
-    "server": "upstream_server_error", "timeout": "upstream_timeout", "connect": "upstream_unreachable",
-    "rate_limit": "upstream_rate_limited", "malformed": "upstream_malformed_response",
-    "stream_cut": "upstream_stream_cut", "overloaded": "edge_overloaded", "unavailable": "upstream_unavailable",
-    "context_window": "context_window_exceeded", "content_policy": "content_policy",
-    "not_found_upstream": "upstream_model_not_found", "auth_upstream": "upstream_auth_failed",
-    "bad_request": "upstream_bad_request", "redirect": "upstream_redirect_refused",
-}
 _TOKEN = re.compile(r"[^a-z0-9_]+")
+_BY_NAME = {kind.value: kind for kind in ErrorKind}
 
 
 def degraded_reason(kind: object) -> str:
     """The error kind as a client may see it: a fixed word per known kind, else the kind as a bounded token."""
     word = str(kind)
-    if word in _REASONS:
-        return _REASONS[word]
+    if word in _BY_NAME:
+        return _BY_NAME[word].reason
     token = _TOKEN.sub("_", word.lower()).strip("_")[:48]
     return f"upstream_{token or 'error'}"
