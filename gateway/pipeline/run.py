@@ -87,13 +87,13 @@ class Pipeline:
         if record.cache == "miss":
             headers.append((b"x-gateway-cache", b"miss"))
         completion = outcome.completion
-        if completion is not None and getattr(completion, "dialect", OPENAI) != OPENAI:
+        if completion is not None and completion.dialect != OPENAI:
             ckey = None  # the cache holds chat.completions, which every dialect can replay
         record.settlement = Settlement(counted, estimate, ckey, plan.cache.ttl if plan.cache is not None else 0.0)
         if completion is not None:
             record.cost = cost_of(outcome.model, completion.usage)
             headers.append((b"x-gateway-cost", f"{record.cost:.8f}".encode()))
-            return Reply(completion.body, headers, getattr(completion, "dialect", OPENAI))
+            return Reply(completion.body, headers, completion.dialect)
         return Streamed(outcome, headers, assemble=ckey is not None or record.shadow is not None)
 
     def _degraded(self, request: Request, plan, outcome, record: Record) -> Result:
