@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from gateway.policy.compile import PolicyError
+from gateway.policy.checker import PolicyError
 from gateway.policy.schema import Match, Policy
 
 

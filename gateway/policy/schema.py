@@ -1,4 +1,4 @@
-"""The compiled policy: immutable values the hot path reads. Built only by `compile.py`."""
+"""The compiled policy: immutable values the hot path reads. Built only by the compiler (`compile.py`)."""
 
 from __future__ import annotations
 
