@@ -6,11 +6,9 @@ import re
 
 from gateway.edge_weights import embedded_runtime_missing
 from gateway.policy.checker import Checker, did_you_mean
+from gateway.policy.clients import CLIENT_KINDS, WRITABLE, ClientKind, auto_kind
 from gateway.policy.schema import Deployment, ModelSpec
 from gateway.policy.yamlsrc import LocatedList
-
-NATIVE_PREFIXES = ("openai/", "hosted_vllm/")
-DEFAULT_OPENAI_BASE = "https://api.openai.com/v1"
 
 _MODEL_KEYS = {"tier", "litellm", "embedded", "client", "deployments", "timeout", "connect_timeout",
                "first_token_timeout", "optional", "cost", "fallbacks", "description", "load", "kind"}
@@ -64,7 +62,7 @@ def compile_model(c: Checker, name: str, spec, line: int) -> ModelSpec | None:
             "max_queue": c.number(embedded, "max_queue", f"{where}.embedded", 8, 0, 10000, True),
             "max_tokens": c.number(embedded, "max_tokens", f"{where}.embedded", 256, 1, 32768, True),
         }
-        client, upstream_model = "embedded", options["alias"]
+        client, upstream_model = CLIENT_KINDS["embedded"], options["alias"]
         deployments: tuple[Deployment, ...] = (Deployment(f"{name}#0", {"model": upstream_model}),)
         not_installed = embedded_runtime_missing(options["gguf"])
     else:
@@ -73,18 +71,8 @@ def compile_model(c: Checker, name: str, spec, line: int) -> ModelSpec | None:
         if model_id is None:
             c.err(params.line, f"{where}.litellm.model is required (a litellm model id, e.g. openai/gpt-4o)")
             model_id = "unknown"
-        client = c.get(spec, "client", str, where, "auto")
-        if client not in ("auto", "native", "litellm"):
-            c.err(c.line_of(spec, "client"), f"{where}.client must be auto, native or litellm")
-            client = "auto"
-        native_ok = model_id.startswith(NATIVE_PREFIXES)
-        if client == "native" and not native_ok:
-            c.err(c.line_of(spec, "client"),
-                  f"{where}: the native client speaks the OpenAI API only; use a model id starting with "
-                  f"{' or '.join(NATIVE_PREFIXES)}")
-        if client == "auto":
-            client = "native" if native_ok else "litellm"
-        upstream_model = model_id.split("/", 1)[1] if client == "native" else model_id
+        client = _client_kind(c, spec, model_id, kind == "embedding", where)
+        upstream_model = client.upstream_model(model_id)
 
         base = {}
         for key, value in params.items():
@@ -121,11 +109,10 @@ def compile_model(c: Checker, name: str, spec, line: int) -> ModelSpec | None:
                 deployments_list.append(Deployment(dname, merged, float(weight)))
             if dropped and not deployments_list:
                 missing.extend(dropped)
-        if client == "native":
-            for d in deployments_list:
-                d.params.setdefault("api_base", DEFAULT_OPENAI_BASE if model_id.startswith("openai/") else None)
-                if not d.params.get("api_base") and not missing:
-                    c.err(line, f"{where}: {model_id.split('/')[0]} models need litellm.api_base")
+        if not missing:  # a missing secret is reported once, above any parameter it would have filled
+            _check_params(c, client, model_id, deployments_list, line, where)
+        else:
+            _fill_defaults(client, model_id, deployments_list)
         deployments = tuple(deployments_list)
 
     cost = c.mapping(spec.get("cost"), c.line_of(spec, "cost"), f"{where}.cost")
@@ -155,7 +142,8 @@ def compile_model(c: Checker, name: str, spec, line: int) -> ModelSpec | None:
     return ModelSpec(
         name=name,
         tier=tier or "edge",
-        client=client,
+        client=client.name,
+        dialect=client.dialect,
         upstream_model=upstream_model,
         deployments=deployments,
         timeout=c.duration(spec, "timeout", where, 60.0),
@@ -200,3 +188,45 @@ def compile_models(c: Checker, data) -> dict[str, ModelSpec]:
                 c.err(model.line, f"models.{model.name}.fallbacks: {fb!r} is a {models[fb].kind} model, "
                                   f"{model.name!r} a {model.kind} model")
     return models
+
+
+def _client_kind(c: Checker, spec, model_id: str, embedding: bool, where: str) -> ClientKind:
+    """The kind the entry's `client:` names (or `auto` picks for the model id), checked against the id."""
+    name = c.get(spec, "client", str, where, "auto")
+    if name not in WRITABLE:
+        c.err(c.line_of(spec, "client"), f"{where}.client must be {', '.join(WRITABLE[:-1])} or {WRITABLE[-1]}")
+        name = "auto"
+    if name == "auto":
+        return auto_kind(model_id, embedding)
+    kind = CLIENT_KINDS[name]
+    if not kind.speaks(model_id):
+        c.err(c.line_of(spec, "client"),
+              f"{where}: the {kind.name} client speaks the {_API[kind.dialect]} only; use a model id starting "
+              f"with {' or '.join(kind.prefixes)}")
+    elif embedding and not kind.embeds:
+        c.err(c.line_of(spec, "client"), f"{where}: the {kind.name} client cannot serve embeddings")
+    return kind
+
+
+_API = {"openai": "OpenAI API", "anthropic": "Anthropic Messages API"}
+
+
+def _fill_defaults(kind: ClientKind, model_id: str, deployments: list[Deployment]) -> None:
+    prefix = model_id.split("/")[0] + "/"
+    for d in deployments:
+        if prefix in kind.api_base:
+            d.params.setdefault("api_base", kind.api_base[prefix])
+        for key, value in kind.defaults.items():
+            d.params.setdefault(key, value)
+
+
+def _check_params(c: Checker, kind: ClientKind, model_id: str, deployments: list[Deployment], line: int,
+                  where: str) -> None:
+    """Defaults filled in, then every deployment has what its client cannot call without (once per problem)."""
+    _fill_defaults(kind, model_id, deployments)
+    provider = model_id.split("/")[0]
+    needed = (("api_base",) if kind.api_base else ()) + kind.required
+    for key in needed:
+        if any(not d.params.get(key) for d in deployments):
+            c.err(line, f"{where}: {provider} models need litellm.{key}"
+                        + (f" (e.g. env:{provider.upper()}_API_KEY)" if key == "api_key" else ""))

@@ -9,19 +9,19 @@ import orjson
 
 from gateway.policy.schema import Deployment, ModelSpec
 from gateway.providers.errors import UpstreamError
+from gateway.providers.kinds import lookup
 from gateway.providers.native import _http_error, _translate
 
 
 async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     """The upstream's `list` of embeddings as JSON bytes (model name as the upstream gave it)."""
-    if model.client == "native":
-        return await _native(session, model, deployment, body)
-    if model.client == "litellm":
-        return await _litellm(model, deployment, body)
-    raise UpstreamError("bad_request", f"model {model.name!r} cannot serve embeddings", status=400)
+    call = lookup(model.client).embed
+    if call is None:
+        raise UpstreamError("bad_request", f"model {model.name!r} cannot serve embeddings", status=400)
+    return await call(session, model, deployment, body)
 
 
-async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
+async def embed_native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     params = deployment.params
     headers = {"Content-Type": "application/json"}
     if params.get("api_key"):
@@ -47,7 +47,7 @@ async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: 
     return raw
 
 
-async def _litellm(model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
+async def embed_litellm(model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     from gateway.providers.litellm_client import _translate as litellm_error
     from gateway.providers.litellm_client import import_litellm
 
