@@ -109,7 +109,7 @@ def compile_model(c: Checker, name: str, spec, line: int) -> ModelSpec | None:
                 deployments_list.append(Deployment(dname, merged, float(weight)))
             if dropped and not deployments_list:
                 missing.extend(dropped)
-        if not missing:  # a missing secret is reported once, above any parameter it would have filled
+        if not missing and client.speaks(model_id):  # else reported above; one error per cause
             _check_params(c, client, model_id, deployments_list, line, where)
         else:
             _fill_defaults(client, model_id, deployments_list)
