@@ -4,24 +4,25 @@ providers classify theirs."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiohttp
 import orjson
 
 from gateway.policy.schema import Deployment, ModelSpec
 from gateway.providers.errors import UpstreamError
-from gateway.providers.kinds import lookup
 from gateway.providers.native import _http_error, _translate
 
 
 async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     """The upstream's `list` of embeddings as JSON bytes (model name as the upstream gave it)."""
-    call = lookup(model.client).embed
+    call = EMBEDDERS.get(model.client)
     if call is None:
         raise UpstreamError("bad_request", f"model {model.name!r} cannot serve embeddings", status=400)
     return await call(session, model, deployment, body)
 
 
-async def embed_native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
+async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     params = deployment.params
     headers = {"Content-Type": "application/json"}
     if params.get("api_key"):
@@ -47,7 +48,7 @@ async def embed_native(session: aiohttp.ClientSession, model: ModelSpec, deploym
     return raw
 
 
-async def embed_litellm(model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
+async def _litellm(model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     from gateway.providers.litellm_client import _translate as litellm_error
     from gateway.providers.litellm_client import import_litellm
 
@@ -61,3 +62,10 @@ async def embed_litellm(model: ModelSpec, deployment: Deployment, body: dict) ->
     data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
     data.pop("_hidden_params", None)
     return orjson.dumps(data)
+
+
+# The client kinds that serve `kind: embedding` models (`policy.clients` marks them `embeds`), and how.
+EMBEDDERS: dict[str, Callable[[aiohttp.ClientSession, ModelSpec, Deployment, dict], Awaitable[bytes]]] = {
+    "native": _native,
+    "litellm": lambda session, model, deployment, body: _litellm(model, deployment, body),
+}

@@ -31,7 +31,6 @@ class ProviderHost(Protocol):
 
 
 Factory = Callable[[ProviderHost, ModelSpec, Deployment], Provider]
-Embed = Callable[[aiohttp.ClientSession, ModelSpec, Deployment, dict], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class ProviderKind:
     make: Factory
     in_process: bool = False           # one instance per model, loaded at start, reporting its own load
     warm_up: WarmUp | None = None
-    embed: Embed | None = None         # serves `kind: embedding` models
 
 
 class ProviderKindMissing(Exception):
@@ -147,24 +145,10 @@ async def _warm_litellm() -> None:
     logging.getLogger("gateway.providers").info("litellm warmed up in %.1fs", time.monotonic() - started)
 
 
-async def _embed_native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment,
-                        body: dict) -> bytes:
-    from gateway.providers.embeddings import embed_native
-
-    return await embed_native(session, model, deployment, body)
-
-
-async def _embed_litellm(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment,
-                         body: dict) -> bytes:
-    from gateway.providers.embeddings import embed_litellm
-
-    return await embed_litellm(model, deployment, body)
-
-
 LITELLM_WARM_UP = WarmUp("litellm", _warm_litellm)
 
-register(ProviderKind("native", "openai", _native, embed=_embed_native))
+register(ProviderKind("native", "openai", _native))
 # Requests it cannot pass through may go to litellm, so litellm is warmed for it too.
 register(ProviderKind("anthropic", "anthropic", _anthropic, warm_up=LITELLM_WARM_UP))
-register(ProviderKind("litellm", "openai", _litellm, warm_up=LITELLM_WARM_UP, embed=_embed_litellm))
+register(ProviderKind("litellm", "openai", _litellm, warm_up=LITELLM_WARM_UP))
 register(ProviderKind("embedded", "openai", _embedded, in_process=True))
