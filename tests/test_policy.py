@@ -321,3 +321,25 @@ routes:
 """, "p.yaml", {})
     assert (policy.models["vectors"].client, policy.models["vectors"].dialect) == ("litellm", "openai")
     assert (policy.models["chat"].client, policy.models["chat"].dialect) == ("native", "openai")
+
+
+def test_parameters_the_native_client_ignores_are_a_warning():
+    from gateway.policy.lint import policy_warnings
+
+    policy = compile_policy("""\
+models:
+  edge:
+    tier: edge
+    litellm: {model: openai/x, api_base: "http://127.0.0.1:9/v1", temperature: 0}
+  via:
+    tier: edge
+    client: litellm
+    litellm: {model: openai/x, api_base: "http://127.0.0.1:9/v1", temperature: 0}
+  claude: {tier: cloud, litellm: {model: anthropic/claude-x, api_key: k, temperature: 0}}
+routes:
+  - {name: r, when: {model: auto}, targets: [edge, via, claude]}
+""", "p.yaml", {})
+    assert [str(w) for w in policy_warnings(policy)] == [
+        "p.yaml:2: warning: models.edge: the native client does not read temperature (it reads model, api_base, "
+        "api_key, extra_headers); write `client: litellm` to hand every parameter to litellm"]
+    assert policy_warnings(compile_policy(GOOD, "p.yaml", {"TEST_KEY": "k"})) == []

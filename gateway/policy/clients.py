@@ -28,7 +28,8 @@ class ClientKind:
     api_base: Mapping[str, str | None] = field(default_factory=dict)  # default by prefix; None: must be given
     defaults: Mapping[str, str] = field(default_factory=dict)         # defaults of its other parameters
     required: tuple[str, ...] = ()                # parameters every deployment must have
-    reads: tuple[str, ...] = ()                   # the parameters it uses (others: ignored or passed on)
+    reads: tuple[str, ...] = ()                   # the parameters it uses itself
+    ignores_others: bool = False                  # other parameters have no effect (a policy warning says so)
     embeds: bool = False                          # can serve `kind: embedding` models
     in_process: bool = False                      # runs in the gateway (its options are the `embedded:` block)
 
@@ -44,13 +45,13 @@ CLIENT_KINDS: dict[str, ClientKind] = {kind.name: kind for kind in (
                "client's bytes pass through when nothing changes",
                prefixes=OPENAI_PREFIXES, strip_prefix=True,
                api_base={"openai/": DEFAULT_OPENAI_BASE, "hosted_vllm/": None},
-               reads=("model", "api_base", "api_key", "extra_headers"), embeds=True),
+               reads=("model", "api_base", "api_key", "extra_headers"), ignores_others=True, embeds=True),
     ClientKind("anthropic", "anthropic", "the gateway's pooled HTTP client to Anthropic's Messages API; "
                "Messages requests pass through, others are translated",
                prefixes=("anthropic/",), strip_prefix=True,
                api_base={"anthropic/": DEFAULT_ANTHROPIC_BASE},
                defaults={"anthropic_version": DEFAULT_ANTHROPIC_VERSION}, required=("api_key",),
-               reads=("model", "api_base", "api_key", "anthropic_version")),
+               reads=("model", "api_base", "api_key", "anthropic_version")),  # the rest: for its litellm fallback
     ClientKind("litellm", "openai", "litellm.acompletion, for any provider litellm knows (imported only "
                "when a policy needs it)", embeds=True),
     ClientKind("embedded", "openai", "the in-process llama.cpp model of an `embedded:` block", in_process=True),
