@@ -236,3 +236,110 @@ def test_serve_refuses_a_bad_policy_with_file_line(tmp_path):
                          text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 1
     assert f"{bad}:2: models.e.tier must be edge or cloud" in run.stderr
+
+
+ANTHROPIC = """\
+version: 1
+models:
+  claude:
+    tier: cloud
+    litellm: {model: anthropic/claude-3-5-haiku-20241022, api_key: env:ANTHROPIC_API_KEY}
+  claude-own:
+    tier: cloud
+    litellm: {model: anthropic/claude-3-5-haiku-20241022, api_key: k, api_base: "http://127.0.0.1:9",
+              anthropic_version: "2024-01-01"}
+  claude-litellm:
+    tier: cloud
+    client: litellm
+    litellm: {model: anthropic/claude-3-5-haiku-20241022, api_key: env:ANTHROPIC_API_KEY}
+routes:
+  - {name: auto, when: {model: auto}, targets: [claude, claude-own, claude-litellm]}
+"""
+
+
+def test_anthropic_ids_get_the_native_anthropic_client_by_default():
+    policy = compile_policy(ANTHROPIC, "p.yaml", {"ANTHROPIC_API_KEY": "sk-ant"})
+    claude, own, via = (policy.models[n] for n in ("claude", "claude-own", "claude-litellm"))
+    assert (claude.client, claude.dialect, claude.upstream_model) == (
+        "anthropic", "anthropic", "claude-3-5-haiku-20241022")
+    assert claude.deployments[0].params == {"model": "anthropic/claude-3-5-haiku-20241022", "api_key": "sk-ant",
+                                            "api_base": "https://api.anthropic.com",
+                                            "anthropic_version": "2023-06-01"}
+    assert own.deployments[0].params["api_base"] == "http://127.0.0.1:9"
+    assert own.deployments[0].params["anthropic_version"] == "2024-01-01"
+    # `client: litellm` keeps litellm: the full id, the parameters as written, OpenAI chunks out
+    assert (via.client, via.dialect, via.upstream_model) == ("litellm", "openai", "anthropic/claude-3-5-haiku-20241022")
+    assert via.deployments[0].params == {"model": "anthropic/claude-3-5-haiku-20241022", "api_key": "sk-ant"}
+    assert policy.models["claude"].dialect != compile_policy(GOOD, "p.yaml", {"TEST_KEY": "k"}).models[
+        "cloud-large"].dialect
+
+
+def test_anthropic_client_errors_with_lines():
+    errs = errors_of("""\
+        models:
+          wrong-id:
+            tier: cloud
+            client: anthropic
+            litellm: {model: openai/gpt-4o, api_key: k}
+          no-key:
+            tier: cloud
+            litellm: {model: anthropic/claude-3-5-haiku-20241022}
+          unset:
+            tier: cloud
+            client: anthropic
+            litellm: {model: anthropic/claude-3-5-haiku-20241022, api_key: env:NOT_SET_ANTHROPIC}
+          embeds:
+            tier: cloud
+            kind: embedding
+            client: anthropic
+            litellm: {model: anthropic/claude-3-5-haiku-20241022, api_key: k}
+          typo:
+            tier: cloud
+            client: antropic
+            litellm: {model: anthropic/claude-3-5-haiku-20241022, api_key: k}
+        routes:
+          - {name: r, when: {model: auto}, targets: [no-key]}
+        """)
+    assert errs == [
+        "p.yaml:4: models.wrong-id: the anthropic client speaks the Anthropic Messages API only; use a model id "
+        "starting with anthropic/",
+        "p.yaml:6: models.no-key: anthropic models need litellm.api_key (e.g. env:ANTHROPIC_API_KEY)",
+        "p.yaml:9: models.unset: environment variable NOT_SET_ANTHROPIC is not set (set it, or mark the model "
+        "`optional: true` to skip it while unset)",
+        "p.yaml:16: models.embeds: the anthropic client cannot serve embeddings",
+        "p.yaml:20: models.typo.client must be auto, native, anthropic or litellm",
+    ]
+
+
+def test_embedding_models_with_anthropic_ids_stay_on_litellm():
+    policy = compile_policy("""\
+models:
+  chat: {tier: edge, litellm: {model: openai/x, api_base: "http://127.0.0.1:9/v1"}}
+  vectors: {tier: cloud, kind: embedding, litellm: {model: anthropic/some-embedder, api_key: k}}
+routes:
+  - {name: r, when: {model: auto}, targets: [chat]}
+""", "p.yaml", {})
+    assert (policy.models["vectors"].client, policy.models["vectors"].dialect) == ("litellm", "openai")
+    assert (policy.models["chat"].client, policy.models["chat"].dialect) == ("native", "openai")
+
+
+def test_parameters_the_native_client_ignores_are_a_warning():
+    from gateway.policy.lint import policy_warnings
+
+    policy = compile_policy("""\
+models:
+  edge:
+    tier: edge
+    litellm: {model: openai/x, api_base: "http://127.0.0.1:9/v1", temperature: 0}
+  via:
+    tier: edge
+    client: litellm
+    litellm: {model: openai/x, api_base: "http://127.0.0.1:9/v1", temperature: 0}
+  claude: {tier: cloud, litellm: {model: anthropic/claude-x, api_key: k, temperature: 0}}
+routes:
+  - {name: r, when: {model: auto}, targets: [edge, via, claude]}
+""", "p.yaml", {})
+    assert [str(w) for w in policy_warnings(policy)] == [
+        "p.yaml:2: warning: models.edge: the native client does not read temperature (it reads model, api_base, "
+        "api_key, extra_headers); write `client: litellm` to hand every parameter to litellm"]
+    assert policy_warnings(compile_policy(GOOD, "p.yaml", {"TEST_KEY": "k"})) == []

@@ -144,6 +144,7 @@ models:
     timeout: 20s
   claude:
     tier: cloud
+    client: litellm                    # these tests are about what reaches litellm
     litellm: {{model: anthropic/claude-3-5-haiku-20241022, api_base: "{legit}", api_key: "{akey}"}}
     timeout: 20s
   vllm:
@@ -158,6 +159,7 @@ models:
     litellm: {{model: openai/gpt-4o-mini, api_key: env:OPENAI_API_KEY}}
   env-claude:
     tier: cloud
+    client: litellm
     litellm: {{model: anthropic/claude-3-5-haiku-20241022, api_key: env:ANTHROPIC_API_KEY}}
 classifier: {{kind: length}}
 routes:

@@ -5,11 +5,33 @@ from __future__ import annotations
 
 import fnmatch
 
-from gateway.policy.compile import PolicyError
+from gateway.policy.checker import PolicyError
+from gateway.policy.clients import CLIENT_KINDS
 from gateway.policy.schema import Match, Policy
 
 
 def policy_warnings(policy: Policy) -> list[PolicyError]:
+    return _ignored_parameters(policy) + _pii_routes_shadowed(policy)
+
+
+def _ignored_parameters(policy: Policy) -> list[PolicyError]:
+    """Parameters a model's client never reads (a `temperature` written for the native client, say)."""
+    found = []
+    for model in policy.models.values():
+        kind = CLIENT_KINDS.get(model.client)
+        if kind is None or not kind.ignores_others:
+            continue
+        ignored = sorted({key for d in model.deployments for key in d.params} - set(kind.reads))
+        if ignored:
+            found.append(PolicyError(
+                policy.source, model.line,
+                f"warning: models.{model.name}: the {kind.name} client does not read "
+                f"{', '.join(ignored)} (it reads {', '.join(kind.reads)}); write `client: litellm` to hand "
+                f"every parameter to litellm"))
+    return found
+
+
+def _pii_routes_shadowed(policy: Policy) -> list[PolicyError]:
     """A route that asks for personal data but comes after a route that can take the same requests first
     (routes are tried in order), unless that route keeps what it takes on the edge."""
     found = []

@@ -1,4 +1,4 @@
-"""The compiled policy: immutable values the hot path reads. Built only by `compile.py`."""
+"""The compiled policy: immutable values the hot path reads. Built only by the compiler (`compile.py`)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ class Deployment:
 class ModelSpec:
     name: str
     tier: str                        # "edge" | "cloud"
-    client: str                      # "native" | "litellm" | "embedded"
-    upstream_model: str              # model name sent upstream (provider prefix stripped for native)
+    client: str                      # a kind of `policy.clients.CLIENT_KINDS`: native | anthropic | litellm | embedded
+    upstream_model: str              # model name sent upstream (provider prefix stripped for native clients)
     deployments: tuple[Deployment, ...]
     timeout: float
     connect_timeout: float
@@ -35,6 +35,7 @@ class ModelSpec:
     load_interval: float = 1.0
     line: int = 0
     kind: str = "chat"               # "chat" | "embedding" (served on /v1/embeddings only)
+    dialect: str = "openai"          # the API the upstream speaks: a request in it can pass through as bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ providers classify theirs."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import aiohttp
 import orjson
 
@@ -14,11 +16,10 @@ from gateway.providers.native import _http_error, _translate
 
 async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
     """The upstream's `list` of embeddings as JSON bytes (model name as the upstream gave it)."""
-    if model.client == "native":
-        return await _native(session, model, deployment, body)
-    if model.client == "litellm":
-        return await _litellm(model, deployment, body)
-    raise UpstreamError("bad_request", f"model {model.name!r} cannot serve embeddings", status=400)
+    call = EMBEDDERS.get(model.client)
+    if call is None:
+        raise UpstreamError("bad_request", f"model {model.name!r} cannot serve embeddings", status=400)
+    return await call(session, model, deployment, body)
 
 
 async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict) -> bytes:
@@ -61,3 +62,10 @@ async def _litellm(model: ModelSpec, deployment: Deployment, body: dict) -> byte
     data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
     data.pop("_hidden_params", None)
     return orjson.dumps(data)
+
+
+# The client kinds that serve `kind: embedding` models (`policy.clients` marks them `embeds`), and how.
+EMBEDDERS: dict[str, Callable[[aiohttp.ClientSession, ModelSpec, Deployment, dict], Awaitable[bytes]]] = {
+    "native": _native,
+    "litellm": lambda session, model, deployment, body: _litellm(model, deployment, body),
+}

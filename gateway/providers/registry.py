@@ -1,4 +1,7 @@
-"""One provider instance per deployment, kept across policy reloads while its parameters are unchanged."""
+"""One provider instance per deployment, kept across policy reloads while its parameters are unchanged.
+
+How a provider is built is its kind's business (`kinds.py`); this module keeps the instances, the in-flight
+counts and the load reports."""
 
 from __future__ import annotations
 
@@ -12,10 +15,7 @@ import time
 
 from gateway.policy.schema import Deployment, ModelSpec, Policy
 from gateway.providers.base import EdgeLoad, Provider
-from gateway.providers.litellm_client import LitellmProvider
-from gateway.providers.native import NativeOpenAIProvider
-
-_NATIVE_SKIP = {"model", "api_base", "api_key", "extra_headers"}
+from gateway.providers.kinds import check_policy, lookup
 
 
 class Providers:
@@ -23,11 +23,11 @@ class Providers:
         self._caps = {k: v for k, v in (("max_body", max_body), ("max_event", max_event)) if v}
         self._session: aiohttp.ClientSession | None = None
         self._by_key: dict[bytes, Provider] = {}
-        self._embedded: dict[str, Provider] = {}   # model name -> embedded provider
+        self._in_process: dict[str, Provider] = {}  # model name -> its in-process provider
         self.in_flight: dict[str, int] = {}        # deployment name -> requests running
         self._remote: dict[str, tuple[float, EdgeLoad]] = {}   # model -> (when, load the servers reported)
         self._probes: dict[tuple, asyncio.Task] = {}
-        self._litellm_warm = False
+        self._warmed: set[str] = set()             # warm-ups done (or under way) in this process
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -36,32 +36,31 @@ class Providers:
                                                   skip_auto_headers=("User-Agent",))
         return self._session
 
+    @property
+    def caps(self) -> dict[str, int]:
+        """The upstream body and event caps every provider is built with (only those that are set)."""
+        return dict(self._caps)
+
     def get(self, model: ModelSpec, deployment: Deployment) -> Provider:
-        if model.client == "embedded":
-            provider = self._embedded.get(model.name)
+        kind = lookup(model.client)
+        if kind.in_process:
+            provider = self._in_process.get(model.name)
             if provider is None:
-                provider = self._embedded[model.name] = _make_embedded(model)
+                provider = self._in_process[model.name] = kind.make(self, model, deployment)
             return provider
         key = orjson.dumps([model.client, deployment.params], option=orjson.OPT_SORT_KEYS)
         provider = self._by_key.get(key)
         if provider is None:
-            provider = self._by_key[key] = self._make(model, deployment)
+            provider = self._by_key[key] = kind.make(self, model, deployment)
         return provider
 
-    def _make(self, model: ModelSpec, deployment: Deployment) -> Provider:
-        params = deployment.params
-        if model.client == "native":
-            return NativeOpenAIProvider(self.session, params["api_base"], params.get("api_key"),
-                                        params.get("extra_headers"), **self._caps)
-        return LitellmProvider(params, **self._caps)
-
     def edge_load(self, policy: Policy, name: str) -> EdgeLoad | None:
-        """Load of an edge model: the embedded model's own report, else in-flight counts."""
+        """Load of an edge model: an in-process model's own report, else in-flight counts."""
         model = policy.models.get(name)
         if model is None:
             return None
-        if model.client == "embedded":
-            provider = self._embedded.get(name)
+        if lookup(model.client).in_process:
+            provider = self._in_process.get(name)
             return provider.load() if provider is not None else None
         running = sum(self.in_flight.get(d.name, 0) for d in model.deployments)
         local = EdgeLoad(queue_depth=max(0, running - len(model.deployments)), in_flight=running)
@@ -104,11 +103,13 @@ class Providers:
             await asyncio.sleep(interval)
 
     async def start(self, policy: Policy) -> None:
-        """Load embedded models up front so the first request does not pay for it; start load probes."""
+        """Refuse a policy whose client kinds have no provider here; load in-process models up front so the
+        first request does not pay for it; start load probes."""
+        check_policy(policy)
         self.sync_probes(policy)
         await self.warm_up(policy)
         for model in policy.models.values():
-            if model.client == "embedded" and model.available:  # unavailable: not installed here
+            if lookup(model.client).in_process and model.available:  # unavailable: not installed here
                 provider = self.get(model, model.deployments[0])
                 start = getattr(provider, "start", None)
                 if start is not None:
@@ -119,39 +120,20 @@ class Providers:
         gc.freeze()
 
     async def warm_up(self, policy: Policy) -> None:
-        """Warm litellm once, the first time a policy names a litellm model: at start (before ready) or when
-        a reload brings one in, so that no client request pays for litellm's import and lazy set-up."""
-        if self._litellm_warm or not any(m.client == "litellm" for m in policy.models.values()):
-            return
-        self._litellm_warm = True
-        from gateway.providers.litellm_client import warm_up
-
-        started = time.monotonic()
-        try:
-            await warm_up()
-        except Exception:  # noqa: BLE001 - a failed warm-up costs the first request time, nothing more
-            logging.getLogger("gateway.providers").exception("litellm warm-up failed")
-        logging.getLogger("gateway.providers").info("litellm warmed up in %.1fs", time.monotonic() - started)
+        """Run the warm-ups of the kinds a policy uses (litellm's import and lazy set-up above all) once, the
+        first time a policy needs them: at start (before ready) or when a reload brings one in, so that no
+        client request pays for them."""
+        for model in policy.models.values():
+            warm = lookup(model.client).warm_up
+            if warm is not None and warm.name not in self._warmed:
+                self._warmed.add(warm.name)
+                await warm.run()
 
     async def aclose(self) -> None:
         for task in self._probes.values():
             task.cancel()
-        for provider in list(self._by_key.values()) + list(self._embedded.values()):
+        for provider in list(self._by_key.values()) + list(self._in_process.values()):
             await provider.aclose()
         if self._session is not None:
             await self._session.close()
 
-
-def _make_embedded(model: ModelSpec) -> Provider:
-    from gateway.providers.embedded import EmbeddedProvider
-
-    options = model.embedded
-    path = options.get("gguf", "default")
-    return EmbeddedProvider(
-        None if path == "default" else path,
-        alias=options.get("alias", model.name),
-        n_ctx=options.get("n_ctx", 2048),
-        n_threads=options.get("threads", 1),
-        max_queue=options.get("max_queue", 8),
-        max_tokens_default=options.get("max_tokens", 256),
-    )
