@@ -135,7 +135,6 @@ class Executor:
     async def _try(self, request: Request, spec: RetrySpec, breaker: BreakerSpec, model: ModelSpec,
                    deployment: Deployment, attempt: Attempt, outcome: Outcome) -> None:
         provider = self.providers.get(model, deployment)
-        speaks = getattr(provider, "dialect", OPENAI)
         in_flight = self.providers.in_flight
         name = deployment.name
 
@@ -152,7 +151,7 @@ class Executor:
             deadlines = Deadlines(connect=min(model.connect_timeout, left), attempt=min(model.timeout, left),
                                   first_token=min(model.first_token_timeout, left))
             # The client's own bytes go only to an upstream that speaks the client's dialect.
-            raw = request.raw if speaks == request.dialect else None
+            raw = request.raw if model.dialect == request.dialect else None
             call = UpstreamCall(request.body, model.upstream_model, request.stream, deadlines, raw, request.dialect)
             in_flight[name] = in_flight.get(name, 0) + 1
             released = False
