@@ -26,8 +26,8 @@ def _serve(args) -> int:
         print(f"gateway: the policy is not valid:\n{exc}", file=sys.stderr)
         return 1
     for model in policy.models.values():
-        if model.client == "embedded" and not model.available:
-            print(f"gateway: warning: the embedded model '{model.name}' cannot run: {model.unavailable_reason}. "
+        if not model.available:  # today only an in-process model can be missing (not installed here)
+            print(f"gateway: warning: the model '{model.name}' cannot run: {model.unavailable_reason}. "
                   "Its requests go to the route's other targets, else get the policy's canned reply.",
                   file=sys.stderr)
     from gateway.classify import ClassifierLoadError, load_scorer
