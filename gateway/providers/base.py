@@ -2,6 +2,10 @@
 
 A provider turns one `UpstreamCall` into either a complete OpenAI `chat.completion` body or a stream of
 OpenAI `chat.completion.chunk` payloads. It raises only `UpstreamError` (see `errors.py`).
+
+Dialects: a provider that speaks another API natively (`dialect` attribute, e.g. "anthropic") answers a
+call in the client's dialect with that dialect's bytes, untouched; `Completion.dialect` and a stream's
+`dialect` say which wire format the answer is in ("openai" unless said otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class UpstreamCall:
     stream: bool
     deadlines: Deadlines = field(default_factory=Deadlines)
     raw: bytes | None = None         # the client's original bytes, for providers that can forward them
+    dialect: str = "openai"          # the API the client spoke; `raw` holds its bytes in that dialect
 
 
 @dataclass(slots=True)
@@ -72,6 +77,7 @@ class Completion:
 
     body: bytes
     usage: Usage | None = None
+    dialect: str = "openai"   # the wire format of `body`: "openai" (a chat.completion) or "anthropic" (a message)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Completion":
@@ -98,6 +104,10 @@ class ChunkStream(Protocol):
     `text_chars` counts the characters of content and tool-call arguments streamed, for an estimate when
     the upstream reports no usage. `aclose()` must stop the upstream work (close the connection, stop
     generation).
+
+    A stream may carry `dialect` (read it with `getattr(stream, "dialect", "openai")`): "anthropic" streams
+    are `framed` and their blocks are whole Anthropic SSE events (`event: ...\ndata: {...}\n\n`), passed on
+    as the upstream sent them.
     """
 
     usage: Usage | None
