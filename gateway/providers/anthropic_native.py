@@ -21,7 +21,7 @@ import orjson
 
 from gateway.providers.base import Completion, Deadlines, UpstreamCall, Usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
-from gateway.providers.litellm_client import LitellmProvider
+from gateway.providers.litellm_client import LitellmProvider, LitellmStream
 from gateway.providers.native import MAX_BODY_BYTES, MAX_EVENT_BYTES, _MODEL_KEY, _read_capped, _translate
 from gateway.providers.sse import data_of
 
@@ -59,7 +59,7 @@ class AnthropicProvider:
         self._headers = headers
         self._translating: LitellmProvider | None = None
 
-    def load(self):
+    def load(self) -> None:
         return None
 
     async def aclose(self) -> None:
@@ -95,7 +95,7 @@ class AnthropicProvider:
             raise UpstreamError("malformed", "the upstream answer is not a message", status=200)
         return Completion(raw, usage_of(data.get("usage")), dialect="anthropic")
 
-    async def stream(self, call: UpstreamCall):
+    async def stream(self, call: UpstreamCall) -> AnthropicStream | LitellmStream:
         """The stream, once its opening is read: message_start first, then events up to the first content
         delta (or the end of an empty answer). An error event or a malformed opening is raised here, where
         the caller can still retry or fail over; the events read are the iterator's first pieces."""
@@ -393,6 +393,7 @@ class AnthropicStream:
         return True
 
     async def aclose(self) -> None:
+        self._pending.clear()
         if not self._closed:
             self._closed = True
             if self._done:
