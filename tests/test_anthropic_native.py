@@ -202,6 +202,8 @@ _OVERLOADED = 'event: error\ndata: {"type": "error", "error": {"type": "overload
     ("", "text/event-stream", "malformed"),
     (STREAM.split("\n\n", 2)[2], "text/event-stream", "malformed"),   # no message_start
     (_OVERLOADED, "text/event-stream", "overloaded"),
+    ('{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', "application/json",
+     "overloaded"),  # an error answered with a 200
     (STREAM.split("\n\n")[0] + "\n\n" + _OVERLOADED, "text/event-stream", "overloaded"),  # before any content
     (STREAM.split("\n\n")[0] + "\n\n", "text/event-stream", "stream_cut"),
 ])

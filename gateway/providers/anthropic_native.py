@@ -33,8 +33,11 @@ _STATUS_OF_TYPE = {"invalid_request_error": 400, "authentication_error": 401, "p
 _TYPE_OF_STATUS = {status: kind for kind, status in _STATUS_OF_TYPE.items()}
 _OWN_HEADERS = frozenset({"x-api-key", "anthropic-version", "content-type", "authorization"})
 _STRING = re.compile(rb'\s*("(?:[^"\\]|\\.)*")')  # a JSON string value after a key's colon
+# Events that need no parse once the stream has opened: forwarded as they are, their text counted.
+_PLAIN = (b"event: content_block_delta\n", b"event: content_block_start\n", b"event: content_block_stop\n",
+          b"event: ping\n")
 # The streamed text of a content_block_delta: text, thinking and tool input (escapes count as written).
-_DELTA_TEXT = re.compile(rb'"(?:text|thinking|partial_json)":\s*"((?:[^"\\]|\\.)*)"')
+_DELTA_TEXT = re.compile(rb'"(?:text|thinking|partial_json)":\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 
 class AnthropicProvider:
@@ -339,17 +342,25 @@ class AnthropicStream:
                 self._fail(UpstreamError("oversized", f"an upstream stream event is over the cap of "
                                                       f"{self._max_event} bytes", status=200))
         out = []
+        cap = self._max_event
         for event in whole.split(b"\n\n"):
+            if self._error is not None or self._done:
+                break
+            if len(event) > cap:
+                self._fail(UpstreamError("oversized", f"an upstream stream event is over the cap of {cap} bytes",
+                                         status=200))
+                break
+            if self._started and event.startswith(_PLAIN):
+                # The bulk of a stream: forwarded as it came, its text counted, no parse.
+                if event.startswith(b"event: content_block_delta\n"):
+                    self._content = True
+                    self.text_chars += sum(len(m) for m in _DELTA_TEXT.findall(event))
+                out.append(event)
+                continue
             event = event.strip(b"\n")
-            if not event or self._error is not None or self._done:
-                continue
-            if len(event) > self._max_event:
-                self._fail(UpstreamError("oversized", f"an upstream stream event is over the cap of "
-                                                      f"{self._max_event} bytes", status=200))
-                continue
-            if self._look(event):
-                out.append(event + b"\n\n")
-        return b"".join(out)
+            if event and self._look(event):
+                out.append(event)
+        return b"\n\n".join(out) + b"\n\n" if out else b""
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
@@ -359,7 +370,12 @@ class AnthropicStream:
         """Account for one event; False for those not forwarded (comments, errors)."""
         name, data = _fields(event)
         if data is None and name is None:
-            return False  # a comment (keep-alive)
+            if not self._started and not event.startswith(b":"):
+                # Not SSE at all: an error answered as JSON with a 200, or a page from a proxy.
+                error = _json(event)
+                self._fail(_http_error(None, event, {}) if error.get("type") == "error" else UpstreamError(
+                    "malformed", "the upstream stream is not an event stream", status=200))
+            return False  # a comment (keep-alive), or a line that is no SSE field
         if not self._started:
             if name == b"message_start":
                 message = _json(data).get("message")
