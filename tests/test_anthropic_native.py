@@ -419,3 +419,20 @@ def test_comments_are_dropped_and_message_delta_usage_is_cumulative(mock):
     pieces, stream = run(_with(mock, _open_and_drain))
     assert b"".join(pieces) == raw.replace(": keep-alive\n\n", "").encode()
     assert (stream.usage.prompt_tokens, stream.usage.completion_tokens) == (112, 21)
+
+
+@pytest.mark.parametrize("raw, spliced", [
+    # An escaped key is still the one model key: spliced, every other byte kept.
+    (b'{"\\u006dodel":"client-alias","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}', True),
+    # Two top-level keys: the upstream might read the first, so the body is re-encoded with one.
+    (b'{"model":"claude-up","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"model":"client-alias"}',
+     False),
+])
+def test_model_key_forms(mock, raw, spliced):
+    run(_with(mock, lambda p: p.complete(call(raw))))
+    record = mock.requests("claude-up")[0]
+    assert record["body"]["model"] == "claude-up"
+    if spliced:
+        assert record["raw"].encode() == raw.replace(b'"client-alias"', b'"claude-up"')
+    else:
+        assert record["raw"].count('"model"') == 1

@@ -92,7 +92,8 @@ class AnthropicProvider:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
-        if not isinstance(data, dict) or data.get("type") != "message" or not isinstance(data.get("content"), list):
+        if not isinstance(data, dict) or data.get("type", "message") != "message" or \
+                not isinstance(data.get("content"), list):
             if isinstance(data, dict) and data.get("type") == "error":
                 raise _http_error(None, raw, {})
             raise UpstreamError("malformed", "the upstream answer is not a message", status=200)
@@ -399,8 +400,9 @@ class AnthropicStream:
             if isinstance(usage, dict):  # cumulative; newer upstreams repeat the input counts here
                 known = self.usage or Usage()
                 self.usage = Usage(
-                    _prompt_tokens(usage) if "input_tokens" in usage else known.prompt_tokens,
-                    _int(usage.get("output_tokens")) if "output_tokens" in usage else known.completion_tokens)
+                    _prompt_tokens(usage) if usage.get("input_tokens") is not None else known.prompt_tokens,
+                    _int(usage.get("output_tokens")) if usage.get("output_tokens") is not None
+                    else known.completion_tokens)
         elif name == b"message_stop":
             self._done = True
         elif name == b"error":
