@@ -436,3 +436,23 @@ def test_model_key_forms(mock, raw, spliced):
         assert record["raw"].encode() == raw.replace(b'"client-alias"', b'"claude-up"')
     else:
         assert record["raw"].count('"model"') == 1
+
+
+def test_oversized_event_after_content_raises_while_iterating(mock):
+    events = STREAM.split("\n\n")
+    big = 'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": ' \
+          '{"type": "input_json_delta", "partial_json": "' + "x" * 4096 + '"}}'
+    mock.script("claude-up", [{"raw": "\n\n".join(events[:4] + [big] + events[4:]), "split": 256}])
+
+    async def fn(p):
+        stream = await p.stream(call(stream=True))
+        pieces = []
+        with pytest.raises(UpstreamError) as caught:
+            async for piece in stream:
+                pieces.append(piece)
+        await stream.aclose()
+        return pieces, caught.value
+
+    pieces, error = run(_with(mock, fn, max_event=1024))
+    assert error.kind == "oversized"
+    assert b"".join(pieces) == "\n\n".join(events[:4]).encode() + b"\n\n"
