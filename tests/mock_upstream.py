@@ -18,6 +18,17 @@ An action ({"mix": [[weight, action], ...]} draws one per request): {"status": 2
             "tool_call": {"name": str, "arguments": str}  (answer with that tool call instead of text),
             "content_if": [[regex, content], ...]  (the content of the first regex found in the last user
                                                    message, else "content")}
+Anthropic Messages: POST /v1/messages takes the same scripted actions per model (status with Anthropic's
+error JSON, e.g. 529 overloaded_error; headers, delay, hang, reset, malformed, raw, content, chunks,
+chunk_delay, cut_after k (after k text deltas), error_after k (an `event: error` after k text deltas), huge)
+and answers a message, or its stream in Anthropic's event order (message_start, content_block_start, ping,
+content_block_delta..., content_block_stop, message_delta with usage, message_stop), plus:
+            "error_type": str                 (the Anthropic error type of a status or error event),
+            "thinking": {"thinking": str, "signature": str}  (a thinking block before the text),
+            "split": n                        (the stream, or "raw", written in pieces of n bytes with a pause
+                                               between them, cutting through events),
+            "cache_read": n                   (usage.cache_read_input_tokens)
+The record of each request also holds "path" and "raw" (the body as received, as text).
 Embeddings: POST /v1/embeddings takes the same scripted actions per model (status, delay, hang, headers) and
 answers deterministic vectors (8 floats derived from each input's text).
 """
@@ -212,6 +223,169 @@ async def _tool_call_reply(request: web.Request, body: dict, call: dict, headers
     return response
 
 
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                          404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                          529: "overloaded_error"}
+
+
+def _anthropic_error(status: int, action: dict) -> dict:
+    kind = action.get("error_type") or _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": action.get("message", f"mock error {status}")}}
+
+
+def _last_user_anthropic(body: dict) -> str:
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            return " ".join(b.get("text", "") for b in c or [] if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def _sse(name: str, data: dict) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's Messages API (see the module's docstring)."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return web.json_response({"type": "error", "error": {"type": "invalid_request_error",
+                                                             "message": "bad json"}}, status=400)
+    model = body.get("model", "")
+    record = {"model": model, "body": body, "headers": dict(request.headers), "t": time.time(), "aborted": False,
+              "path": request.path, "raw": raw.decode("utf-8", "replace")}
+    received.append(record)
+    action = _next_action(model)
+    if action.get("delay"):
+        await asyncio.sleep(action["delay"])
+        if request.transport is None or request.transport.is_closing():
+            record["aborted"] = True
+    if action.get("hang"):
+        for _ in range(36000):
+            await asyncio.sleep(0.1)
+            if request.transport is None or request.transport.is_closing():
+                record["aborted"] = True
+                break
+        return web.Response()
+    if action.get("reset"):
+        request.transport.abort()
+        await asyncio.sleep(0.05)
+        return web.Response()
+    status = action.get("status", 200)
+    headers = action.get("headers") or {}
+    if status != 200:
+        return web.json_response(_anthropic_error(status, action), status=status, headers=headers)
+    if action.get("malformed"):
+        return web.Response(body=b'{"id": "msg_x", "type": "message", "content": [', content_type="application/json",
+                            headers=headers)
+    if "raw" in action and not action.get("split"):
+        return web.Response(body=action["raw"].encode(), headers={
+            "Content-Type": action.get("content_type", "text/event-stream"), **headers})
+    if action.get("huge"):
+        return await _huge_anthropic(request, record, int(action["huge"]), bool(body.get("stream")))
+    content = action.get("content") or f"mock answer to: {_last_user_anthropic(body)[:60]}"
+    usage = {"input_tokens": max(1, len(_last_user_anthropic(body)) // 4), "output_tokens": 7,
+             "cache_creation_input_tokens": 0, "cache_read_input_tokens": int(action.get("cache_read") or 0)}
+    thinking = action.get("thinking")
+    message = {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": model,
+               "content": [], "stop_reason": None, "stop_sequence": None}
+    if not body.get("stream"):
+        blocks = [{"type": "thinking", **thinking}] if thinking else []
+        blocks.append({"type": "text", "text": content})
+        return web.json_response({**message, "content": blocks, "stop_reason": "end_turn", "usage": usage},
+                                 headers=headers)
+    n = action.get("chunks", 5)
+    words = (content.split(" ") + [""] * n)[:n] if n else []
+    real = content.split(" ")
+    events: list[tuple[str, bytes]] = [("open", _sse("message_start", {
+        "type": "message_start", "message": {**message, "usage": {**usage, "output_tokens": 1}}}))]
+    index = 0
+    if thinking:
+        events += [("open", _sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+                        "type": "thinking", "thinking": "", "signature": ""}})),
+                   ("open", _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                       "type": "thinking_delta", "thinking": thinking.get("thinking", "")}})),
+                   ("open", _sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                       "type": "signature_delta", "signature": thinking.get("signature", "")}})),
+                   ("open", _sse("content_block_stop", {"type": "content_block_stop", "index": 0}))]
+        index = 1
+    events += [("open", _sse("content_block_start", {"type": "content_block_start", "index": index,
+                                                     "content_block": {"type": "text", "text": ""}})),
+               ("open", _sse("ping", {"type": "ping"}))]
+    for i, word in enumerate(words):
+        text = word + (" " if i < len(real) - 1 else "")
+        events.append(("delta", _sse("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                             "delta": {"type": "text_delta", "text": text}})))
+    events += [("close", _sse("content_block_stop", {"type": "content_block_stop", "index": index})),
+               ("close", _sse("message_delta", {"type": "message_delta", "delta": {
+                   "stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": n}})),
+               ("close", _sse("message_stop", {"type": "message_stop"}))]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+    await response.prepare(request)
+    if action.get("first_token_delay"):
+        await asyncio.sleep(action["first_token_delay"])
+    if action.get("split"):
+        whole = action["raw"].encode() if "raw" in action else b"".join(e for _, e in events)
+        size = int(action["split"])
+        for start in range(0, len(whole), size):
+            await response.write(whole[start:start + size])
+            await asyncio.sleep(0.01)  # a separate read on the other side
+        await response.write_eof()
+        return response
+    deltas = 0
+    for kind, event in events:
+        if kind == "delta":
+            if action.get("cut_after") is not None and deltas >= action["cut_after"]:
+                request.transport.abort()
+                return response
+            if action.get("error_after") is not None and deltas >= action["error_after"]:
+                await response.write(_sse("error", _anthropic_error(529, action)))
+                await response.write_eof()
+                return response
+            deltas += 1
+        try:
+            await response.write(event)
+        except (ConnectionError, RuntimeError):
+            record["aborted"] = True
+            return response
+        if request.transport is None or request.transport.is_closing():
+            record["aborted"] = True
+            return response
+        if kind == "delta" and action.get("chunk_delay"):
+            await asyncio.sleep(action["chunk_delay"])
+    await response.write_eof()
+    return response
+
+
+async def _huge_anthropic(request: web.Request, record: dict, size: int, stream: bool) -> web.StreamResponse:
+    """A message (or a stream whose first delta is) `size` bytes long, in 64 KiB pieces."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if stream else "application/json"})
+    await response.prepare(request)
+    piece = b"a" * 65536
+    record["sent"] = 0
+    try:
+        if stream:
+            await response.write(_sse("message_start", {"type": "message_start", "message": {
+                "id": "msg_huge", "type": "message", "role": "assistant", "content": [],
+                "usage": {"input_tokens": 1, "output_tokens": 1}}}))
+            await response.write(b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
+                                 b'"delta": {"type": "text_delta", "text": "')
+        else:
+            await response.write(b'{"type": "message", "role": "assistant", "content": [{"type": "text", "text": "')
+        while record["sent"] < size:
+            await response.write(piece)
+            record["sent"] += len(piece)
+        await response.write(b'"}}\n\n' if stream else b'"}], "usage": {"input_tokens": 1, "output_tokens": 1}}')
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        record["aborted"] = True
+    return response
+
+
 def _vector(text: str) -> list[float]:
     """A deterministic 8-dimensional vector for a text (the same text always gives the same vector)."""
     digest = hashlib.sha256(text.encode()).digest()
@@ -315,6 +489,7 @@ async def models(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/_script", script)

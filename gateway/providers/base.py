@@ -2,6 +2,10 @@
 
 A provider turns one `UpstreamCall` into either a complete OpenAI `chat.completion` body or a stream of
 OpenAI `chat.completion.chunk` payloads. It raises only `UpstreamError` (see `errors.py`).
+
+Dialects: a provider that speaks another API natively (`dialect` attribute, e.g. "anthropic") answers a
+call in the client's dialect with that dialect's bytes, untouched; `Completion.dialect` and a stream's
+`dialect` say which wire format the answer is in ("openai" unless said otherwise).
 """
 
 from __future__ import annotations
@@ -100,6 +104,10 @@ class ChunkStream(Protocol):
     `text_chars` counts the characters of content and tool-call arguments streamed, for an estimate when
     the upstream reports no usage. `aclose()` must stop the upstream work (close the connection, stop
     generation).
+
+    A stream may carry `dialect` (read it with `getattr(stream, "dialect", "openai")`): "anthropic" streams
+    are `framed` and their blocks are whole Anthropic SSE events (`event: ...\ndata: {...}\n\n`), passed on
+    as the upstream sent them.
     """
 
     usage: Usage | None

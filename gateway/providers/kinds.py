@@ -102,7 +102,7 @@ def _native(providers: ProviderHost, model: ModelSpec, deployment: Deployment) -
 
 
 def _anthropic(providers: ProviderHost, model: ModelSpec, deployment: Deployment) -> Provider:
-    from gateway.providers.anthropic_native import AnthropicProvider  # type: ignore[import-not-found,unused-ignore]
+    from gateway.providers.anthropic_native import AnthropicProvider
 
     params = deployment.params
     fallback = {k: v for k, v in params.items() if k != "anthropic_version"}  # what litellm takes
