@@ -166,39 +166,6 @@ class Runtime:
         await self.providers.aclose()
         await self.store.aclose()
 
-    async def status(self) -> dict:
-        """What the dashboard shows."""
-        now = time.time()
-        window = [r for r in self.recent if r[0] > now - 300]
-        latencies = sorted(r[1] for r in window)
-
-        def pct(p: float):
-            return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
-
-        tiers: dict[str, int] = {}
-        models: dict[str, int] = {}
-        for _, _, tier, _, _, model in window:
-            tiers[tier] = tiers.get(tier, 0) + 1
-            if model:
-                models[model] = models.get(model, 0) + 1
-        holder = self.policies
-        usage = await self.accountant.report(1)
-        today: dict = (next(iter(usage.values()), None) or {}).get("all", {})
-        return {
-            "window_s": 300, "requests": len(window), "tiers": tiers, "models": models,
-            "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)},
-            "error_rate": (sum(1 for r in window if r[3] >= 500) / len(window)) if window else 0.0,
-            "degraded_rate": (sum(1 for r in window if r[4]) / len(window)) if window else 0.0,
-            "breakers": await self.breakers.states(),
-            "cost_today_usd": today.get("cost_usd", 0.0), "reference_cost_today_usd": today.get("reference_cost_usd", 0.0),
-            "savings_today_usd": today.get("savings_usd", 0.0),
-            "policy_version": holder.current.version,
-            "last_reload_ok": holder.last_result.ok,
-            "last_reload_error": None if holder.last_error is None else holder.last_error.errors,
-            "redis": "off" if not self.settings.redis_url else ("ok" if self.store.healthy else "degraded"),
-            "classifier": self.classifier.status(),
-        }
-
 
 def _error_response(status: int, message: str, code: str, headers: dict | None = None) -> Response:
     exc = ApiError(status, message, code=code, headers=headers)

@@ -146,6 +146,10 @@ def test_spent_key_budget_sends_complex_requests_to_the_edge(gateway, mock):
     assert today["key=alice"]["cloud_cost_usd"] == pytest.approx(0.207)
     assert today["key=bob"]["cloud_cost_usd"] == pytest.approx(0.207)
     assert today["key=alice"]["cost_usd"] == pytest.approx(0.207)  # the edge answers cost nothing
+    budgets = httpx.get(gateway.base + "/admin/status", headers=gateway.admin()).json()["budgets"]
+    alice = next(b for b in budgets if b["scope"] == "key" and b["name"] == "alice")
+    assert alice["budget_usd"] == 0.15 and alice["spent_usd"] == pytest.approx(0.207) and alice["reached"]
+    assert {(b["scope"], b["name"]) for b in budgets} == {("key", "alice"), ("route", "cloudonly")}
 
 
 def test_spent_route_budget_without_an_edge_model_still_answers(gateway, mock):

@@ -319,7 +319,9 @@ def test_states_render_as_text_from_a_crafted_status(page, gw):
         "latency_ms": {"p50": 12.5, "p90": 250.0, "p99": 12000.0}, "error_rate": 0.5, "degraded_rate": 0.0,
         "breakers": {"a#0": "half_open", "b#0": "closed"}, "cost_today_usd": 12.3456,
         "reference_cost_today_usd": 20.0, "savings_today_usd": 7.6544, "policy_version": "v-test",
-        "last_reload_error": ["p.yaml:3: <img src=x onerror=\"window.pwned=1\">"], "redis": "degraded"}
+        "last_reload_error": ["p.yaml:3: <img src=x onerror=\"window.pwned=1\">"], "redis": "degraded",
+        "budgets": [{"scope": "key", "name": "<b>team</b>", "budget_usd": 5.0, "spent_usd": 6.25, "reached": True}],
+        "shadow": {"rate": 0.1, "daily_budget_usd": 2.0, "spent_today_usd": 0.5}}
     page.route("**/admin/status", lambda route: route.fulfill(
         status=200, content_type="application/json", body=json.dumps(status)))
     page.route("**/admin/policy", lambda route: route.fulfill(
@@ -336,3 +338,7 @@ def test_states_render_as_text_from_a_crafted_status(page, gw):
     assert 'onerror="window.pwned=1"' in page.inner_text("#reload-error-list")
     assert page.evaluate("window.pwned") is None and page.query_selector("#reload-error img") is None
     assert page.query_selector("#tiers b b") is None
+    team = "#budgets tr[data-budget='key <b>team</b>']"
+    assert page.inner_text(team + " .pill") == "reached" and "$6.25" in page.inner_text(team)
+    assert page.inner_text("#budgets tr[data-budget='shadow comparisons'] .pill") == "open"
+    assert page.query_selector("#budgets b") is None

@@ -299,6 +299,9 @@ def test_shadowing_stops_when_the_daily_budget_is_spent(mocks, tmp_path):
         assert _metric(g, "gateway_shadow_calls_total", result="budget") == 10 - made[-1]
         assert len(edge.requests("judge-e")) == 2 * made[-1]
         assert 0 < _metric(g, "gateway_shadow_cost_usd_total") <= 0.1
+        shadow = httpx.get(g.base + "/admin/status", headers=g.admin()).json()["shadow"]
+        assert shadow["daily_budget_usd"] == 0.1
+        assert shadow["spent_today_usd"] == pytest.approx(_metric(g, "gateway_shadow_cost_usd_total"), rel=0.05)
     finally:
         g.stop()
 

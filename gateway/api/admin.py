@@ -12,6 +12,7 @@ from starlette.responses import FileResponse, Response
 from gateway.admission.keys import check_model, find_key
 from gateway.api.validate import parse_json, validate_chat
 from gateway.errors import ApiError
+from gateway.observability.status import dashboard_status
 from gateway.observability.logs import audit
 from gateway import request as neutral
 from gateway.routing.router import BadShareHeader, NoRoute, UnknownModel
@@ -135,7 +136,7 @@ def admin_endpoints(runtime):
         return _json(await runtime.accountant.report(days))
 
     async def status(request: Request) -> Response:
-        return _json(await runtime.status())
+        return _json(await dashboard_status(runtime))
 
     async def dashboard(request: Request) -> Response:
         return FileResponse(os.path.join(_STATIC, "dashboard.html"), media_type="text/html")

@@ -170,8 +170,7 @@ class _PassThrough:
     __slots__ = ("translator",)
 
     def __init__(self, translator: StreamTranslator) -> None:
-        self.translator = translator
-        translator.started = True  # type: ignore[attr-defined]  # the upstream sent the opening events
+        self.translator = translator  # only its error event is used
 
     def piece(self, data: bytes) -> bytes:
         return data

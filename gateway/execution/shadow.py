@@ -169,6 +169,11 @@ class Shadow:
             return False
         return spec.rate >= 1.0 or self._rng() < spec.rate
 
+    async def spent_today(self) -> float:
+        """Shadow and judge spend of the (UTC) day so far, in USD, across replicas sharing the Store."""
+        key = SPEND_KEY + time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+        return (await self.store.window_take(key, 0.0, 1e18, _DAY_S)).used
+
     def submit(self, record: Any) -> None:
         """After the answer was sent: start the comparison of a sampled request that was answered in full
         (`record` is the request's pipeline Record)."""
