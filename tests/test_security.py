@@ -84,6 +84,10 @@ class Recorder:
         request = json.loads(raw or b"{}")
         if anthropic:
             return self._anthropic(request)
+        if path.endswith("/embeddings"):
+            return 200, {"Content-Type": "application/json"}, json.dumps({
+                "object": "list", "model": request.get("model", "m"), "usage": {"prompt_tokens": 2, "total_tokens": 2},
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}]}).encode()
         base = {"id": "chatcmpl-legit", "created": int(time.time()), "model": request.get("model", "m")}
         if not request.get("stream"):
             return 200, {"Content-Type": "application/json"}, json.dumps({
@@ -161,6 +165,15 @@ models:
     tier: cloud
     client: litellm
     litellm: {{model: anthropic/claude-3-5-haiku-20241022, api_key: env:ANTHROPIC_API_KEY}}
+  env-embed:
+    tier: cloud
+    kind: embedding
+    client: litellm
+    litellm: {{model: openai/text-embedding-3-small, api_key: env:OPENAI_API_KEY}}
+  native-embed:
+    tier: cloud
+    kind: embedding
+    litellm: {{model: openai/legit-embed, api_base: "{legit}/v1", api_key: "{key}"}}
 classifier: {{kind: length}}
 routes:
   - name: auto
@@ -285,6 +298,20 @@ def test_body_cannot_steer_the_upstream_call(gw, legit, attacker, model, field, 
         assert posts[0]["path"] == "/v1/chat/completions"
         assert headers.get("authorization") == f"Bearer {OPERATOR_KEY}"
     assert "x-evil" not in headers
+
+
+@pytest.mark.parametrize("model", ["env-embed", "native-embed"])
+@pytest.mark.parametrize("field", STEERING)
+def test_embedding_body_cannot_steer_the_upstream_call(gw, legit, attacker, model, field):
+    r = httpx.post(gw.base + "/v1/embeddings", timeout=60,
+                   json={"model": model, "input": "hello", **_steering(attacker)[field]})
+    assert attacker.requests == [], f"the attacker received {attacker.requests}"
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["embedding"] == [0.5, 0.25]
+    posts = [q for q in legit.requests if q["method"] == "POST"]
+    assert len(posts) == 1 and posts[0]["path"] == "/v1/embeddings"
+    assert posts[0]["headers"].get("authorization") == f"Bearer {OPERATOR_KEY}"
+    assert "x-evil" not in posts[0]["headers"]
 
 
 @pytest.mark.parametrize("model", ["via-litellm", "env-claude"])
@@ -421,6 +448,15 @@ def test_upstream_redirect_is_not_followed(gw, legit, attacker, model, stream):
     assert r.status_code == 503 and r.headers["x-gateway-degraded"] == "true"
     if "claude" not in model:  # litellm reports an Anthropic 3xx as a connection error, without its status
         assert r.headers["x-gateway-degraded-reason"] == "upstream_redirect_refused"
+
+
+@pytest.mark.parametrize("model", ["env-embed", "native-embed"])
+def test_embedding_upstream_redirect_is_not_followed(gw, legit, attacker, model):
+    legit.mode, legit.redirect_to = "redirect", attacker.base
+    r = httpx.post(gw.base + "/v1/embeddings", json={"model": model, "input": "hello"}, timeout=60)
+    assert attacker.requests == [], attacker.requests
+    assert legit.requests, "the legit upstream was called"
+    assert r.status_code == 503, r.text
 
 
 HANDOFF_POLICY = """

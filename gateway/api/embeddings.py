@@ -17,17 +17,17 @@ import orjson
 
 from gateway.admission.keys import authenticate, check_model
 from gateway.api.endpoint import read_body, request_id_of
-from gateway.pipeline.headers import decision_headers
-from gateway.pipeline.record import Record
 from gateway.api.validate import parse_json
 from gateway.errors import ApiError
-from gateway.execution.executor import Attempt, Outcome
-from gateway.execution.retry import BackoffWait, should_retry
-from gateway.policy.schema import ModelSpec, Policy
-from gateway.providers.base import Usage
+from gateway.execution.executor import Outcome
+from gateway.pipeline.headers import decision_headers
+from gateway.pipeline.record import Record
+from gateway.policy.schema import DegradeSpec, Deployment, ModelSpec, Policy
+from gateway.providers.base import Completion, Deadlines
 from gateway.providers.embeddings import embed
-from gateway.providers.errors import Action, UpstreamError, degraded_reason
-from gateway.routing.plan import Decision
+from gateway.providers.errors import degraded_reason
+from gateway.request import Request
+from gateway.routing.plan import Decision, Plan
 from gateway.routing.signals import OFF_LOOP_BYTES
 
 log = logging.getLogger("gateway.embeddings")
@@ -113,6 +113,7 @@ class Embeddings:
                               [])
             return
         started = time.perf_counter()
+        arrived = time.monotonic()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = request_id_of(headers)
         policy = rt.policies.current
@@ -136,10 +137,10 @@ class Embeddings:
             record.decision, record.key = decision, key.name if key else None
             estimate = sum(len(t) for t in texts) // 4 + 1
             counted = await rt.limiter.admit(policy, key, available[0].name if available else None, estimate)
-            outcome, raw = await self._run(available, body, policy)
+            outcome = await self._run(available, body, policy, key, headers, request_id, arrived)
             record.outcome = outcome
             extra = decision_headers(request_id, policy.version, decision, outcome)
-            if raw is None:
+            if outcome.completion is None:
                 error = outcome.client_error
                 if error is not None:
                     status = error.status or 400
@@ -155,13 +156,11 @@ class Embeddings:
                 reason = degraded_reason(failed.kind) if failed else "no embedding model is available"
                 raise ApiError(503, f"Every embedding target failed ({reason}).", code="upstreams_unavailable",
                                headers={"retry-after": "30"})
-            usage = orjson.loads(raw).get("usage") or {}
-            tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0)
-            record.usage = Usage(tokens, 0)
+            record.usage = outcome.completion.usage
             record.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": _JSON + extra})
-            await send({"type": "http.response.body", "body": raw})
-            await rt.limiter.correct(counted, estimate, tokens)
+            await send({"type": "http.response.body", "body": outcome.completion.body})
+            await rt.limiter.correct(counted, estimate, record.usage.total_tokens if record.usage else estimate)
         except ApiError as exc:
             record.status = exc.status
             await _send_error(send, exc, decision_headers(request_id, policy.version, record.decision,
@@ -176,40 +175,21 @@ class Embeddings:
         finally:
             rt.accounting.finish(record, time.perf_counter() - started)
 
-    async def _run(self, chain: list[ModelSpec], body: dict, policy: Policy) -> tuple[Outcome, bytes | None]:
-        """Each target in order, each of its deployments with the policy's retries, within the deadline."""
+    async def _run(self, chain: list[ModelSpec], body: dict, policy: Policy, key, headers: dict, request_id: str,
+                   arrived: float) -> Outcome:
+        """The chain through the executor, as chat's plans are run: retries, breakers, the total deadline."""
         rt = self.rt
-        now = time.monotonic()
-        outcome = Outcome(started=now, deadline=now + policy.deadline)
-        spec = policy.retry
-        wait = BackoffWait(spec, lambda: outcome.deadline - time.monotonic())
-        session = rt.providers.session()
-        try:
-            async with asyncio.timeout(policy.deadline):
-                for model in chain:
-                    for deployment in model.deployments:
-                        attempt = Attempt(model.name, deployment.name)
-                        outcome.attempts.append(attempt)
-                        for tries in range(1, spec.attempts + 1):
-                            attempt.tries = tries
-                            try:
-                                raw = await embed(session, model, deployment, body)
-                            except UpstreamError as exc:
-                                attempt.error = exc.kind
-                                if exc.action is Action.CLIENT:
-                                    outcome.client_error = exc
-                                    return outcome, None
-                                outcome.failed = exc
-                                if tries < spec.attempts and should_retry(spec, exc):
-                                    await asyncio.sleep(wait._delay(exc, tries))
-                                    continue
-                                break
-                            attempt.error = None
-                            outcome.model, outcome.deployment, outcome.failed = model, deployment.name, None
-                            return outcome, raw
-        except TimeoutError:
-            outcome.failed = UpstreamError("timeout", "the request deadline passed")
-        return outcome, None
+        plan = Plan(targets=tuple(chain), skipped=(), edge_only=all(m.tier == "edge" for m in chain),
+                    retry=policy.retry, degrade=DegradeSpec(reply=None), deadline=policy.deadline, cache=None,
+                    route="embeddings")
+        request = Request(body, b"", str(body.get("model")), False, [], headers, key.name if key else None,
+                          key.group if key else None, request_id, dialect="embeddings")
+        session, cap = rt.providers.session(), rt.settings.max_upstream_body_bytes
+
+        async def invoke(model: ModelSpec, deployment: Deployment, deadlines: Deadlines) -> Completion:
+            return await embed(session, model, deployment, body, deadlines, cap)
+
+        return await rt.executor.run(request, plan, policy.breaker, arrived, invoke)
 
 
 async def _has_personal_data(detector, texts: list[str]) -> bool:

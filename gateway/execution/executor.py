@@ -14,7 +14,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, retry_if_exception
@@ -30,6 +30,10 @@ from gateway.providers.errors import Action, ErrorKind, UpstreamError
 from gateway.providers.registry import Providers
 from gateway.request import OPENAI, Request
 from gateway.routing.plan import Plan
+
+
+# Another kind of upstream call than the provider's chat call (embeddings): one try at one deployment.
+Invoke = Callable[[ModelSpec, Deployment, Deadlines], Awaitable[Completion]]
 
 
 @dataclass(slots=True)
@@ -80,7 +84,7 @@ class Executor:
         self.lag = LoopLag()
 
     async def run(self, request: Request, plan: Plan, breaker: BreakerSpec,
-                  arrived: float | None = None) -> Outcome:
+                  arrived: float | None = None, invoke: Invoke | None = None) -> Outcome:
         """`arrived`: when the request came in (time.monotonic()); the deadline counts from there, so that
         it bounds the whole answer, the work before execution included."""
         now = time.monotonic() if arrived is None else arrived
@@ -95,7 +99,8 @@ class Executor:
                         attempt = Attempt(model.name, deployment.name)
                         outcome.attempts.append(attempt)
                         try:
-                            await self._try(request, plan.retry, breaker, model, deployment, attempt, outcome)
+                            await self._try(request, plan.retry, breaker, model, deployment, attempt, outcome,
+                                            invoke)
                             return outcome
                         except UpstreamError as exc:
                             attempt.error, attempt.failure = exc.kind, exc
@@ -133,8 +138,8 @@ class Executor:
         return usable
 
     async def _try(self, request: Request, spec: RetrySpec, breaker: BreakerSpec, model: ModelSpec,
-                   deployment: Deployment, attempt: Attempt, outcome: Outcome) -> None:
-        provider = self.providers.get(model, deployment)
+                   deployment: Deployment, attempt: Attempt, outcome: Outcome, invoke: Invoke | None) -> None:
+        provider = self.providers.get(model, deployment) if invoke is None else None
         in_flight = self.providers.in_flight
         name = deployment.name
 
@@ -157,7 +162,11 @@ class Executor:
             released = False
             started = time.monotonic()
             try:
-                if request.stream:
+                if invoke is not None:
+                    outcome.completion = await invoke(model, deployment, deadlines)
+                    metrics.child(metrics.UPSTREAM_LATENCY, model.name, model.tier).observe(time.monotonic() - started)
+                elif request.stream:
+                    assert provider is not None
                     stream = await provider.stream(call)
                     if getattr(stream, "dialect", OPENAI) == OPENAI:
                         held, ended = await _opening(stream, deadlines.first_token)
@@ -168,6 +177,7 @@ class Executor:
                     outcome._release = lambda: _decrement(in_flight, name)
                     released = True  # the api releases the slot when the stream ends
                 else:
+                    assert provider is not None
                     outcome.completion = await provider.complete(call)
                     metrics.child(metrics.UPSTREAM_LATENCY, model.name, model.tier).observe(time.monotonic() - started)
             except UpstreamError as exc:
