@@ -19,13 +19,12 @@ import re
 import aiohttp
 import orjson
 
-from gateway.providers.base import Completion, Deadlines, UpstreamCall, Usage
+from gateway.providers.base import Completion, UpstreamCall, Usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
 from gateway.providers.litellm_client import LitellmProvider, LitellmStream
-from gateway.providers.native import MAX_BODY_BYTES, MAX_EVENT_BYTES, _MODEL_KEY, _read_capped, _translate
+from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_capped
 from gateway.providers.sse import data_of
 
-_MAX_ERROR_BYTES = 64 * 1024  # what is read of an error answer (its message is all that is used)
 # Anthropic's error types and the HTTP status each comes with (an error event in a stream has no status).
 _STATUS_OF_TYPE = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
                    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429,
@@ -83,10 +82,10 @@ class AnthropicProvider:
             return await self._litellm().complete(call)
         response = await self._post(call)
         try:
-            raw = await _read_capped(response, self._max_body)
+            raw = await read_capped(response, self._max_body)
         except BaseException as exc:
             response.close()  # an unread rest must not go back to the pool
-            raise _translate(exc) from None
+            raise classify(exc) from None
         response.release()
         try:
             data = orjson.loads(raw)
@@ -142,30 +141,9 @@ class AnthropicProvider:
             out.pop("stream", None)
         return orjson.dumps(out)
 
-    def _timeout(self, d: Deadlines, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:
-            return aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect, sock_read=d.attempt)
-        return aiohttp.ClientTimeout(total=d.attempt, connect=d.connect, sock_connect=d.connect)
-
     async def _post(self, call: UpstreamCall) -> aiohttp.ClientResponse:
-        session = self._session()
-        try:
-            response = await session.post(self._url, data=self._payload(call), headers=self._headers,
-                                          timeout=self._timeout(call.deadlines, call.stream), allow_redirects=False)
-        except BaseException as exc:
-            raise _translate(exc) from None
-        if response.status != 200:
-            try:
-                raw = await _read_capped(response, _MAX_ERROR_BYTES, truncate=True)
-            except BaseException as exc:
-                raise _translate(exc) from None
-            finally:
-                if response.content.at_eof():
-                    response.release()
-                else:
-                    response.close()
-            raise _http_error(response.status, raw, response.headers)
-        return response
+        return await post(self._session(), self._url, self._payload(call), self._headers, call.deadlines,
+                          call.stream, _http_error)
 
 
 def messages_url(api_base: str) -> str:
@@ -181,7 +159,7 @@ def messages_url(api_base: str) -> str:
 def _with_model(raw: bytes, model: str) -> bytes | None:
     """`raw` with the value of its one "model" key replaced, every other byte kept; None when the bytes
     hold more than one "model" key (a nested one, or a duplicate) or its value is not a plain string."""
-    keys = list(_MODEL_KEY.finditer(raw))
+    keys = list(MODEL_KEY.finditer(raw))
     if len(keys) != 1:
         return None
     value = _STRING.match(raw, keys[0].end())
@@ -316,7 +294,7 @@ class AnthropicStream:
             data = await self._response.content.readany()
         except BaseException as exc:
             await self.aclose()
-            raise _translate(exc, in_stream=True) from None
+            raise classify(exc, in_stream=True) from None
         if data:
             return self._take(data, final=False)
         self._eof = True  # the upstream closed the stream

@@ -12,7 +12,8 @@ import orjson
 from gateway.policy.schema import Deployment, ModelSpec
 from gateway.providers.base import Completion, Deadlines, Usage
 from gateway.providers.errors import UpstreamError
-from gateway.providers.native import _MAX_ERROR_BYTES, _http_error, _read_capped, _translate
+from gateway.providers.http import classify, post, read_capped
+from gateway.providers.native import openai_error
 
 EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})  # besides model and input
 Embedder = Callable[[aiohttp.ClientSession, ModelSpec, Deployment, dict, Deadlines, int], Awaitable[bytes]]
@@ -44,17 +45,15 @@ async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: 
         headers["Authorization"] = f"Bearer {params['api_key']}"
     headers.update(params.get("extra_headers") or {})
     url = str(params["api_base"]).rstrip("/") + "/embeddings"
-    timeout = aiohttp.ClientTimeout(total=deadlines.attempt, connect=deadlines.connect,
-                                    sock_connect=deadlines.connect)
+    data = orjson.dumps({**body, "model": model.upstream_model})
+    response = await post(session, url, data, headers, deadlines, False, openai_error)
     try:
-        async with session.post(url, data=orjson.dumps({**body, "model": model.upstream_model}), headers=headers,
-                                timeout=timeout, allow_redirects=False) as response:
-            if response.status != 200:
-                raise _http_error(response.status, await _read_capped(response, _MAX_ERROR_BYTES, truncate=True),
-                                  response.headers)
-            return await _read_capped(response, max_body)
+        return await read_capped(response, max_body)
     except BaseException as exc:  # noqa: BLE001 - classified (a cancellation is passed through)
-        raise _translate(exc) from None
+        response.close()
+        raise classify(exc) from None
+    finally:
+        response.release()
 
 
 async def _litellm(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict,

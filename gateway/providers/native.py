@@ -9,24 +9,16 @@ read no further than the cap.
 
 from __future__ import annotations
 
-import asyncio
-import re
 
 import aiohttp
 import orjson
 
-from gateway.providers.base import Completion, Deadlines, UpstreamCall, Usage, asks_usage, with_usage
+from gateway.providers.base import Completion, UpstreamCall, Usage, asks_usage, with_usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
+from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_capped
 from gateway.providers.sse import data_of as _data_of, text_chars as _text_chars
 
 _JSON = {"Content-Type": "application/json"}
-# A "model" key, also written with \u escapes. The client's bytes are forwarded only when they hold one:
-# with two top-level "model" keys the gateway (last one wins) and an upstream that reads the first one
-# would disagree on which model is called.
-_MODEL_KEY = re.compile(rb'"(?:m|\\u006[dD])(?:o|\\u006[fF])(?:d|\\u0064)(?:e|\\u0065)(?:l|\\u006[cC])"\s*:')
-MAX_BODY_BYTES = 16 * 1024 * 1024   # a non-streamed answer
-MAX_EVENT_BYTES = 1024 * 1024       # one SSE event of a stream
-_MAX_ERROR_BYTES = 64 * 1024        # what is read of an error answer (its message is all that is used)
 
 
 class NativeOpenAIProvider:
@@ -53,43 +45,21 @@ class NativeOpenAIProvider:
         body = call.body
         if call.stream and ask_usage and not asks_usage(body):
             return orjson.dumps(with_usage({**body, "model": call.model}))
-        if call.raw is not None and body.get("model") == call.model and len(_MODEL_KEY.findall(call.raw)) == 1:
+        if call.raw is not None and body.get("model") == call.model and len(MODEL_KEY.findall(call.raw)) == 1:
             return call.raw
         return orjson.dumps({**body, "model": call.model})
 
-    def _timeout(self, d: Deadlines, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:
-            # The first token is bounded by the executor; sock_read bounds every later gap between chunks.
-            return aiohttp.ClientTimeout(total=None, connect=d.connect, sock_connect=d.connect, sock_read=d.attempt)
-        return aiohttp.ClientTimeout(total=d.attempt, connect=d.connect, sock_connect=d.connect)
-
     async def _post(self, call: UpstreamCall, ask_usage: bool = True) -> aiohttp.ClientResponse:
-        session = self._session_factory()
-        try:
-            response = await session.post(self._url, data=self._payload(call, ask_usage), headers=self._headers,
-                                          timeout=self._timeout(call.deadlines, call.stream), allow_redirects=False)
-        except BaseException as exc:
-            raise _translate(exc) from None
-        if response.status != 200:
-            try:
-                raw = await _read_capped(response, _MAX_ERROR_BYTES, truncate=True)
-            except BaseException as exc:
-                raise _translate(exc) from None
-            finally:
-                if response.content.at_eof():
-                    response.release()
-                else:
-                    response.close()  # a rest was left unread: this connection cannot be reused
-            raise _http_error(response.status, raw, response.headers)
-        return response
+        return await post(self._session_factory(), self._url, self._payload(call, ask_usage), self._headers,
+                          call.deadlines, call.stream, openai_error)
 
     async def complete(self, call: UpstreamCall) -> Completion:
         response = await self._post(call)
         try:
-            raw = await _read_capped(response, self._max_body)
+            raw = await read_capped(response, self._max_body)
         except BaseException as exc:
             response.close()  # an unread rest must not go back to the pool
-            raise _translate(exc) from None
+            raise classify(exc) from None
         response.release()
         try:
             data = orjson.loads(raw)
@@ -97,7 +67,7 @@ class NativeOpenAIProvider:
             raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             if isinstance(data, dict) and "error" in data:
-                raise _http_error(500, raw, {})
+                raise openai_error(500, raw, {})
             raise UpstreamError("malformed", "the upstream answer has no choices", status=200)
         return Completion(raw, Usage.from_dict(data.get("usage")))
 
@@ -111,24 +81,6 @@ class NativeOpenAIProvider:
                 raise
             response = await self._post(call, ask_usage=False)
         return NativeStream(response, strip_usage=not asked, max_event=self._max_event)
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int, truncate: bool = False) -> bytes:
-    """The body, read no further than `cap` bytes: past it, the first `cap` bytes (`truncate`) or an
-    "oversized" error."""
-    length = response.content_length
-    if length is not None and length > cap and not truncate:
-        raise UpstreamError("oversized", f"the upstream answer is {length} bytes, over the cap of {cap}", status=200)
-    parts, total = [], 0
-    async for piece in response.content.iter_any():
-        total += len(piece)
-        if total > cap:
-            if truncate:
-                parts.append(piece[:cap - total + len(piece)])
-                break
-            raise UpstreamError("oversized", f"the upstream answer is over the cap of {cap} bytes", status=200)
-        parts.append(piece)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class NativeStream:
@@ -167,7 +119,7 @@ class NativeStream:
                 data = await self._response.content.readany()
             except BaseException as exc:
                 await self.aclose()
-                raise _translate(exc, in_stream=True) from None
+                raise classify(exc, in_stream=True) from None
             if not data:  # the upstream closed the connection
                 rest, self._buffer = self._buffer.strip(), b""
                 block = self._take(rest + b"\n\n") if rest else b""
@@ -249,7 +201,8 @@ def _message_of(raw: bytes) -> tuple[str, dict | None]:
     return raw[:200].decode("utf-8", "replace"), data if isinstance(data, dict) else None
 
 
-def _http_error(status: int, raw: bytes, headers) -> UpstreamError:
+def openai_error(status: int, raw: bytes, headers) -> UpstreamError:
+    """An OpenAI-compatible upstream's non-200 answer as the UpstreamError it stands for."""
     message, body = _message_of(raw)
     code = ""
     if body and isinstance(body.get("error"), dict):
@@ -268,20 +221,3 @@ def _stream_error(payload: bytes) -> UpstreamError:
             status = code
     return UpstreamError(kind_for_status(status, message), f"upstream error in stream: {message}",
                          status=status, body=body)
-
-
-def _translate(exc: BaseException, in_stream: bool = False) -> BaseException:
-    if isinstance(exc, UpstreamError):
-        return exc
-    if isinstance(exc, asyncio.CancelledError):
-        return exc
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return UpstreamError("timeout", "the upstream did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError("connect", f"cannot connect to the upstream: {exc.os_error or exc}")
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
-                        aiohttp.ClientOSError, ConnectionError)):
-        return UpstreamError("stream_cut" if in_stream else "connect", f"the upstream connection broke: {exc}")
-    if isinstance(exc, aiohttp.ClientError):
-        return UpstreamError("connect", f"upstream client error: {exc}")
-    return exc
