@@ -22,7 +22,7 @@ import orjson
 from gateway.providers.base import Completion, UpstreamCall, Usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
 from gateway.providers.litellm_client import LitellmProvider, LitellmStream
-from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_capped
+from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_json
 from gateway.providers.sse import data_of
 
 # Anthropic's error types and the HTTP status each comes with (an error event in a stream has no status).
@@ -81,16 +81,7 @@ class AnthropicProvider:
         if call.dialect != "anthropic":
             return await self._litellm().complete(call)
         response = await self._post(call)
-        try:
-            raw = await read_capped(response, self._max_body)
-        except BaseException as exc:
-            response.close()  # an unread rest must not go back to the pool
-            raise classify(exc) from None
-        response.release()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
+        raw, data = await read_json(response, self._max_body)
         if not isinstance(data, dict) or data.get("type", "message") != "message" or \
                 not isinstance(data.get("content"), list):
             if isinstance(data, dict) and data.get("type") == "error":

@@ -12,11 +12,12 @@ import orjson
 from gateway.policy.schema import Deployment, ModelSpec
 from gateway.providers.base import Completion, Deadlines, Usage
 from gateway.providers.errors import UpstreamError
-from gateway.providers.http import classify, post, read_capped
+from gateway.providers.http import post, read_json
 from gateway.providers.native import openai_error
 
 EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user"})  # besides model and input
-Embedder = Callable[[aiohttp.ClientSession, ModelSpec, Deployment, dict, Deadlines, int], Awaitable[bytes]]
+Embedder = Callable[[aiohttp.ClientSession, ModelSpec, Deployment, dict, Deadlines, int],
+                    Awaitable[tuple[bytes, object]]]
 
 
 async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict,
@@ -25,11 +26,7 @@ async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: De
     call = EMBEDDERS.get(model.client)
     if call is None:
         raise UpstreamError("bad_request", f"model {model.name!r} cannot serve embeddings", status=400)
-    raw = await call(session, model, deployment, body, deadlines, max_body)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
+    raw, data = await call(session, model, deployment, body, deadlines, max_body)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise UpstreamError("malformed", "the upstream answer has no embeddings", status=200)
     usage = data.get("usage")
@@ -38,7 +35,7 @@ async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: De
 
 
 async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict,
-                  deadlines: Deadlines, max_body: int) -> bytes:
+                  deadlines: Deadlines, max_body: int) -> tuple[bytes, object]:
     params = deployment.params
     headers = {"Content-Type": "application/json"}
     if params.get("api_key"):
@@ -47,17 +44,11 @@ async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: 
     url = str(params["api_base"]).rstrip("/") + "/embeddings"
     data = orjson.dumps({**body, "model": model.upstream_model})
     response = await post(session, url, data, headers, deadlines, False, openai_error)
-    try:
-        return await read_capped(response, max_body)
-    except BaseException as exc:  # noqa: BLE001 - classified (a cancellation is passed through)
-        response.close()
-        raise classify(exc) from None
-    finally:
-        response.release()
+    return await read_json(response, max_body)
 
 
 async def _litellm(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict,
-                   deadlines: Deadlines, max_body: int) -> bytes:
+                   deadlines: Deadlines, max_body: int) -> tuple[bytes, object]:
     from gateway.providers.litellm_client import _translate as litellm_error
     from gateway.providers.litellm_client import import_litellm
 
@@ -75,7 +66,7 @@ async def _litellm(session: aiohttp.ClientSession, model: ModelSpec, deployment:
     raw = orjson.dumps(data)
     if len(raw) > max_body:
         raise UpstreamError("oversized", f"the upstream answer is over the cap of {max_body} bytes", status=200)
-    return raw
+    return raw, data
 
 
 # The client kinds that serve `kind: embedding` models (`policy.clients` marks them `embeds`), and how.

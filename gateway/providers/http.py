@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 
 import aiohttp
+import orjson
 
 from gateway.providers.base import Deadlines
 from gateway.providers.errors import UpstreamError
@@ -69,6 +70,21 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int, truncate: bool
             raise UpstreamError("oversized", f"the upstream answer is over the cap of {cap} bytes", status=200)
         parts.append(piece)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def read_json(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, object]:
+    """A 200 answer's bytes (read no further than `cap`) and what they parse to; "malformed" when not JSON.
+    The connection goes back to the pool only when it was read to the end."""
+    try:
+        raw = await read_capped(response, cap)
+    except BaseException as exc:
+        response.close()  # an unread rest must not go back to the pool
+        raise classify(exc) from None
+    response.release()
+    try:
+        return raw, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
 
 
 def classify(exc: BaseException, in_stream: bool = False) -> BaseException:

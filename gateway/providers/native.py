@@ -15,7 +15,7 @@ import orjson
 
 from gateway.providers.base import Completion, UpstreamCall, Usage, asks_usage, with_usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
-from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_capped
+from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_json
 from gateway.providers.sse import data_of as _data_of, text_chars as _text_chars
 
 _JSON = {"Content-Type": "application/json"}
@@ -55,16 +55,7 @@ class NativeOpenAIProvider:
 
     async def complete(self, call: UpstreamCall) -> Completion:
         response = await self._post(call)
-        try:
-            raw = await read_capped(response, self._max_body)
-        except BaseException as exc:
-            response.close()  # an unread rest must not go back to the pool
-            raise classify(exc) from None
-        response.release()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("malformed", "the upstream answered with invalid JSON", status=200) from None
+        raw, data = await read_json(response, self._max_body)
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             if isinstance(data, dict) and "error" in data:
                 raise openai_error(500, raw, {})
