@@ -13,8 +13,11 @@
  * Build:  cc -O2 -o loadgen loadgen.c -lm
  * Usage:  loadgen -c 16 -d 5 -w 2 -b body.json [-H 'Name: value']... [-m marker] [-n requests]
  *                 [-t timeout_s] http://127.0.0.1:8000/v1/chat/completions
- * Output: one JSON line on stdout; times in microseconds. Requests completed during the warm-up
- * (-w seconds) are neither timed nor counted, except in "completed_total".
+ *         -n stops after that many attempts (responses + failed requests); -d 0 with -n = no time bound.
+ * Output: one JSON line on stdout; times in microseconds. Only requests completed inside the measured
+ * window (after the -w warm-up, for -d seconds) are timed and counted in "requests"; "completed_total"
+ * counts every response, and the err_* counters cover the whole run. At the end the requests in
+ * flight are left to finish (up to 2 s, uncounted), so servers see no reset connections.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -77,6 +80,12 @@ static long max_requests;          /* 0 = bounded by time only */
 static long completed_total, measured, ok_count;
 static long err_connect, err_read, err_status, err_invalid, err_timeout, reconnects;
 static series_t lat, ttfb;
+
+/* -n bounds attempts: responses plus requests lost to connect/read errors and timeouts, so a dead
+ * server cannot keep a bounded run going forever */
+static int budget_spent(void) {
+    return max_requests && completed_total + err_connect + err_read + err_timeout >= max_requests;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -171,6 +180,11 @@ static void open_conn(conn_t *c) {
 static void fail(conn_t *c, long *counter) {
     (*counter)++;
     close_conn(c);
+    if (now() >= t_end || budget_spent()) {
+        c->phase = P_BACKOFF;
+        c->retry_at = INFINITY;
+        return;
+    }
     reconnects++;
     open_conn(c);
 }
@@ -181,7 +195,7 @@ static void finish(conn_t *c) {
     int good = c->status >= 200 && c->status < 300;
     if (good && !c->found) err_invalid++;
     else if (!good) err_status++;
-    if (t >= t_warm) {
+    if (t >= t_warm && t < t_end) {
         measured++;
         if (good && c->found) {
             ok_count++;
@@ -189,7 +203,7 @@ static void finish(conn_t *c) {
             push(&ttfb, (c->got_body ? c->first_byte : t) - c->started);
         }
     }
-    if (max_requests && completed_total >= max_requests) {
+    if (budget_spent() || t >= t_end) {  /* done: leave it closed */
         close_conn(c);
         c->phase = P_BACKOFF;
         c->retry_at = INFINITY;
@@ -497,15 +511,23 @@ int main(int argc, char **argv) {
     conn_t *cs = calloc((size_t)conns, sizeof(conn_t));
     double t0 = now();
     t_warm = t0 + warmup;
-    t_end = max_requests ? INFINITY : t_warm + duration;
+    t_end = duration > 0 ? t_warm + duration : INFINITY;
     for (int i = 0; i < conns; i++) {
         cs[i].fd = -1;
         open_conn(&cs[i]);
     }
     struct epoll_event evs[256];
+    double drain_until = INFINITY;
     for (;;) {
         double t = now();
-        if (t >= t_end || (max_requests && completed_total >= max_requests)) break;
+        if (budget_spent()) break;
+        if (t >= t_end && drain_until == INFINITY) drain_until = t + 2.0;
+        if (t >= drain_until) break;
+        if (t >= t_end) {  /* draining: requests in flight finish (uncounted) so servers see no resets */
+            int open = 0;
+            for (int i = 0; i < conns; i++) open += cs[i].fd >= 0;
+            if (!open) break;
+        }
         int n = epoll_wait(ep, evs, 256, 10);
         for (int i = 0; i < n; i++) {
             conn_t *c = evs[i].data.ptr;
@@ -516,11 +538,11 @@ int main(int argc, char **argv) {
         t = now();
         for (int i = 0; i < conns; i++) {
             conn_t *c = &cs[i];
-            if (c->phase == P_BACKOFF && t >= c->retry_at) open_conn(c);
+            if (c->phase == P_BACKOFF && t >= c->retry_at && t < t_end && !budget_spent()) open_conn(c);
             else if (c->fd >= 0 && t - c->started > timeout_s) fail(c, &err_timeout);
         }
     }
-    double elapsed = (max_requests ? now() : t_end) - t_warm;
+    double elapsed = (t_end < INFINITY ? t_end : now()) - t_warm;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;

@@ -32,9 +32,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
             return web.Response(body=await up.read(), status=up.status, headers={"Content-Type": ctype})
         out = web.StreamResponse(status=up.status, headers={"Content-Type": ctype, "Cache-Control": "no-cache"})
         await out.prepare(request)
-        async for data in up.content.iter_any():
-            await out.write(data)
-        await out.write_eof()
+        try:
+            async for data in up.content.iter_any():
+                await out.write(data)
+            await out.write_eof()
+        except ConnectionResetError:  # the client went away mid-stream: nothing left to relay
+            pass
         return out
 
 
