@@ -85,7 +85,8 @@ def run_loadgen(loadgen: str, url: str, body: str, marker: str, conc: int, durat
         cmd += ["-n", str(requests)]
     for h in headers or []:
         cmd += ["-H", h]
-    p = subprocess.run(cmd + [url], capture_output=True, text=True, preexec_fn=preexec(cpus, nice))
+    limit = warmup + (duration if duration > 0 else 3600) + 2 + timeout  # never outlive its caller's patience
+    p = subprocess.run(cmd + [url], capture_output=True, text=True, preexec_fn=preexec(cpus, nice), timeout=limit)
     lines = p.stdout.strip().splitlines()
     if p.returncode != 0 or not lines:
         raise RuntimeError(f"loadgen failed ({p.returncode}): {p.stderr.strip()[-500:]}")
@@ -154,9 +155,12 @@ def busy_cpu_s() -> float:
     return (user + nice_ + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def post(url: str, body: dict, timeout: float = 10) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+def post(url: str, body: dict, headers: list[str] | None = None, timeout: float = 10) -> tuple[int, bytes]:
+    hdrs = {"Content-Type": "application/json"}
+    for h in headers or []:
+        name, _, value = h.partition(":")
+        hdrs[name.strip()] = value.strip()
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=hdrs)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.status, r.read()
 
@@ -169,8 +173,8 @@ class Server:
     proc: subprocess.Popen
     url: str
     log: str
+    headers: list[str] = field(default_factory=list)
     rss_max_mb: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -189,8 +193,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
             try:
-                s1, b1 = post(self.url, CHAT_BODY)
-                s2, b2 = post(self.url, dict(CHAT_BODY, stream=True))
+                s1, b1 = post(self.url, CHAT_BODY, self.headers)
+                s2, b2 = post(self.url, dict(CHAT_BODY, stream=True), self.headers)
                 if s1 == 200 and MARKERS["json"].encode() in b1 and s2 == 200 and MARKERS["stream"].encode() in b2:
                     return
                 last = f"status {s1}/{s2}"
@@ -213,10 +217,11 @@ class Server:
 
 
 def start_server(name: str, cmd: list[str], url: str, log_dir: str, env: dict[str, str] | None = None,
-                 cpus: set[int] | None = None, nice: int = 0) -> Server:
+                 cpus: set[int] | None = None, nice: int = 0, headers: list[str] | None = None,
+                 cwd: str | None = None) -> Server:
     os.makedirs(log_dir, exist_ok=True)
     log = os.path.join(log_dir, f"{name}.log")
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=dict(os.environ, **(env or {})), stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=preexec(cpus, nice))
-    return Server(name, proc, url, log)
+                                stdin=subprocess.DEVNULL, preexec_fn=preexec(cpus, nice), cwd=cwd)
+    return Server(name, proc, url, log, list(headers or []))

@@ -542,7 +542,8 @@ int main(int argc, char **argv) {
             else if (c->fd >= 0 && t - c->started > timeout_s) fail(c, &err_timeout);
         }
     }
-    double elapsed = (t_end < INFINITY ? t_end : now()) - t_warm;
+    double t_stop = now();
+    double elapsed = (t_stop < t_end ? t_stop : t_end) - t_warm;  /* a -n run can end before -d */
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;

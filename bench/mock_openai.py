@@ -92,6 +92,7 @@ class MockProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive, one request at a time per connection (pipelined requests are queued in order)."""
 
     served = 0
+    live: set[asyncio.Transport] = set()
 
     def __init__(self, answers: Answers, delay: float, chunk_delay: float) -> None:
         self.answers, self.delay, self.chunk_delay = answers, delay, chunk_delay
@@ -101,8 +102,11 @@ class MockProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        MockProtocol.live.add(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            MockProtocol.live.discard(self.transport)
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -187,8 +191,10 @@ async def serve(host: str, port: int, answers: Answers, delay: float, chunk_dela
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"mock_openai listening on http://{host}:{port}/v1", file=sys.stderr, flush=True)
-    async with server:
-        await stop.wait()
+    await stop.wait()
+    server.close()
+    for transport in list(MockProtocol.live):  # a stop must not wait for clients to hang up
+        transport.abort()
     print(json.dumps({"served": MockProtocol.served}), flush=True)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The lean reference peer: an aiohttp server passing chat completions through an aiohttp client session.
 
-    python bench/ref_proxy.py --port 19101 --upstream http://127.0.0.1:19000/v1
+    python bench/ref_proxy.py --port 19101 --upstream http://127.0.0.1:19000/v1 [--workers 2]
 
 POST /v1/chat/completions forwards the raw body to <upstream>/chat/completions and relays the answer:
 whole for JSON, chunk by chunk as it arrives for `text/event-stream`. No parsing, no auth, no logging:
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -56,10 +57,10 @@ def make_app(upstream_base: str) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, upstream_base: str) -> None:
-    runner = web.AppRunner(make_app(upstream_base), access_log=None)
+async def serve(host: str, port: int, upstream_base: str, reuse_port: bool) -> None:
+    runner = web.AppRunner(make_app(upstream_base), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=1024, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,14 +77,18 @@ def main() -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=19101)
     ap.add_argument("--upstream", default="http://127.0.0.1:19000/v1", help="the upstream's OpenAI base URL")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     a = ap.parse_args()
+    for _ in range(a.workers - 1):  # forked before any loop exists; the kernel spreads connections
+        if os.fork() == 0:
+            break
     try:
         import uvloop
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(serve(a.host, a.port, a.upstream))
+    runner(serve(a.host, a.port, a.upstream, a.workers > 1))
     return 0
 
 

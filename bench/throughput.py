@@ -10,7 +10,9 @@ Peers (all against one mock upstream, bench/mock_openai.py):
   ref-aiohttp  bench/ref_proxy.py, an aiohttp server + client passing bytes through;
   ours         `python -m gateway serve` of this repository's tree with policies/bench.yaml pointed at the
                mock (GATEWAY_BIN = another executable or source tree to measure instead);
-  ours-old     the same from GATEWAY_BIN_OLD (an executable or a source tree), to A/B two builds.
+  ours-old     the same from GATEWAY_BIN_OLD (an executable or a source tree), to A/B two builds;
+  ours-w2, ref-aiohttp-w2   the same with two worker processes (use with --no-pin);
+  --extra-peer NAME=CMD     anything else (bench/run_peers.py adds LiteLLM Proxy and Portkey this way).
 Every repeat runs mode × concurrency × peer with the peers innermost (order rotated per repeat), so paired
 cells are seconds apart and `ours ÷ ref-aiohttp` is taken per repeat before the median. With 2+ cores the
 load generator and the mock run on CPU 0 and each peer alone on CPU 1; --nice (default -10 as root) is
@@ -33,13 +35,15 @@ from harness import (MARKERS, Server, build_loadgen, busy_cpu_s, free_port, run_
                      tree_cpu_s, write_bodies)
 from locate import BENCH, REPO, bench_tmp, find_python, gateway_command
 
+BUILTIN = ("direct", "ref-aiohttp", "ref-aiohttp-w2", "ours", "ours-w2", "ours-old")
 OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MODE": "PRODUCTION", "HF_HUB_OFFLINE": "1"}
 FIELDS = ["rep", "mode", "conc", "peer", "rps", "requests", "errors", "lat_p50_us", "lat_p90_us", "lat_p99_us",
           "ttfb_p50_us", "ttfb_p99_us", "cpu_ms_per_req", "rss_mb", "foreign_cpu", "load1"]
 
 
 def start_peers(peers: dict[str, Server], names: list[str], py: str, mock: Server, mock_base: str, policy: str,
-                log_requests: bool, cpus: set[int] | None, nice: int, logs: str) -> None:
+                log_requests: bool, cpus: set[int] | None, nice: int, logs: str, extra: dict[str, str],
+                headers: dict[str, list[str]], ready_timeout: float) -> None:
     """Starts every peer into `peers` (so the caller can stop them even when one fails) and waits for all."""
     for name in names:
         if name == "direct":
@@ -47,21 +51,26 @@ def start_peers(peers: dict[str, Server], names: list[str], py: str, mock: Serve
             continue
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        if name == "ref-aiohttp":
-            cmd, env = [py, os.path.join(BENCH, "ref_proxy.py"), "--port", str(port), "--upstream", mock_base], {}
-        elif name in ("ours", "ours-old"):
-            source = os.environ.get("GATEWAY_BIN") if name == "ours" else os.environ.get("GATEWAY_BIN_OLD")
+        workers = ["--workers", "2"] if name.endswith("-w2") else []
+        env: dict[str, str] = {}
+        if name in extra:  # an external peer: a shell command with {port} and {upstream_base}
+            cmd = ["/bin/sh", "-c", extra[name].format(port=port, upstream_base=mock_base)]
+        elif name in ("ref-aiohttp", "ref-aiohttp-w2"):
+            cmd = [py, os.path.join(BENCH, "ref_proxy.py"), "--port", str(port), "--upstream", mock_base] + workers
+        elif name in ("ours", "ours-w2", "ours-old"):
+            source = os.environ.get("GATEWAY_BIN") if name != "ours-old" else os.environ.get("GATEWAY_BIN_OLD")
             if name == "ours-old" and not source:
                 sys.exit("ours-old needs GATEWAY_BIN_OLD (a gateway executable or a source tree)")
             base, env = gateway_command(source, py)
-            cmd = base + ["serve", "--port", str(port)]
+            cmd = base + ["serve", "--port", str(port)] + workers
             env.update(OFFLINE_ENV, GATEWAY_POLICY=policy, BENCH_UPSTREAM_URL=mock_base,
                        GATEWAY_LOG_REQUESTS="true" if log_requests else "false")
         else:
-            sys.exit(f"unknown peer {name!r} (direct, ref-aiohttp, ours, ours-old)")
-        peers[name] = start_server(name, cmd, url, logs, env=env, cpus=cpus, nice=nice)
+            sys.exit(f"unknown peer {name!r}: {', '.join(BUILTIN)} or one given with --extra-peer")
+        peers[name] = start_server(name, cmd, url, logs, env=env, cpus=cpus, nice=nice,
+                                   headers=[h.replace("{upstream_base}", mock_base) for h in headers.get(name, [])])
     for server in peers.values():
-        server.wait_ready()
+        server.wait_ready(ready_timeout)
         server.sample_rss()
 
 
@@ -70,7 +79,8 @@ def measure(peer: Server, loadgen: str, body: str, mode: str, conc: int, a: argp
     """One cell: load on the peer; its CPU per request (whole tree, warm-up included) and the foreign load."""
     cpu0, busy0, t0 = tree_cpu_s(peer.pid), busy_cpu_s(), time.monotonic()
     mock0 = tree_cpu_s(mock.pid) if peer is not mock else 0.0
-    res = run_loadgen(loadgen, peer.url, body, MARKERS[mode], conc, a.duration, a.warmup, load_cpus, a.nice)
+    res = run_loadgen(loadgen, peer.url, body, MARKERS[mode], conc, a.duration, a.warmup, load_cpus, a.nice,
+                      headers=peer.headers)
     wall = time.monotonic() - t0
     cpu = tree_cpu_s(peer.pid) - cpu0
     mock_cpu = tree_cpu_s(mock.pid) - mock0 if peer is not mock else 0.0
@@ -130,7 +140,8 @@ def table(rows: list[dict], peers: list[str], modes: list[str], concs: list[int]
         out.append(f"| {p}{' (mock)' if p == 'direct' else ''} | "
                    + " | ".join(n0(col(p, m, c, "rps")) for m, c in cells)
                    + f" | {lat} | {ttfb} | {cpu} | {n0(rss)} | {errors} |")
-    pairs = [(x, y) for x, y in (("ours", "ref-aiohttp"), ("ours", "ours-old")) if x in peers and y in peers]
+    pairs = [("ours", q) for q in peers if q not in ("direct", "ours")] if "ours" in peers else []
+    pairs += [(p, q) for p, q in (("ours-w2", "ref-aiohttp-w2"),) if p in peers and q in peers]
     for p, q in pairs:
         out += ["", f"`{p} ÷ {q}`, throughput, per-repeat paired ratio (median; the repeats in brackets):", "",
                 "| " + " | ".join(f"{m} c={c}" for m, c in cells) + " |", "|" + "---:|" * len(cells)]
@@ -151,7 +162,8 @@ def table(rows: list[dict], peers: list[str], modes: list[str], concs: list[int]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peers", default="direct,ref-aiohttp,ours", help="direct, ref-aiohttp, ours, ours-old")
+    ap.add_argument("--peers", default="direct,ref-aiohttp,ours",
+                    help=f"any of {', '.join(BUILTIN)} and the --extra-peer names")
     ap.add_argument("--modes", default="json,stream")
     ap.add_argument("--conc", default="1,16,64")
     ap.add_argument("--repeats", type=int, default=3)
@@ -164,11 +176,22 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=20, help="stream events the mock sends")
     ap.add_argument("--policy", default=os.path.join(REPO, "policies", "bench.yaml"))
     ap.add_argument("--log-requests", action="store_true", help="keep the gateway's per-request log line on")
+    ap.add_argument("--extra-peer", action="append", default=[], metavar="NAME=CMD",
+                    help="another peer started by a shell command with {port} and {upstream_base} placeholders")
+    ap.add_argument("--header", action="append", default=[], metavar="NAME=Header: value",
+                    help="a request header for one peer (its load and its readiness check)")
+    ap.add_argument("--ready-timeout", type=float, default=120)
     ap.add_argument("--run-id", default=None)
     a = ap.parse_args()
+    extra = dict(x.split("=", 1) for x in a.extra_peer)
+    headers: dict[str, list[str]] = {}
+    for h in a.header:
+        name, _, value = h.partition("=")
+        headers.setdefault(name, []).append(value)
     if a.quick:
         a.repeats, a.duration, a.warmup, a.conc = 1, 3.0, 1.0, "1,16"
     peers = [p for p in a.peers.split(",") if p]
+    peers += [name for name in extra if name not in peers]
     if "direct" not in peers:
         peers.insert(0, "direct")  # every "added" figure is relative to it
     modes = [m for m in a.modes.split(",") if m]
@@ -195,7 +218,7 @@ def main() -> int:
     load_start = os.getloadavg()
     try:
         start_peers(servers, peers, py, mock, mock_base, os.path.abspath(a.policy), a.log_requests,
-                              peer_cpus, a.nice, logs)
+                    peer_cpus, a.nice, logs, extra, headers, a.ready_timeout)
         for rep in range(1, a.repeats + 1):
             order = peers[(rep - 1) % len(peers):] + peers[:(rep - 1) % len(peers)]
             for mode in modes:
