@@ -529,7 +529,7 @@ int main(int argc, char **argv) {
             if (!open) break;
         }
         int n = epoll_wait(ep, evs, 256, 10);
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n && !budget_spent(); i++) {
             conn_t *c = evs[i].data.ptr;
             if (c->fd < 0) continue;
             if (evs[i].events & EPOLLOUT) on_writable(c);
