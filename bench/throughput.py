@@ -84,13 +84,13 @@ def measure(peer: Server, loadgen: str, body: str, mode: str, conc: int, a: argp
     wall = time.monotonic() - t0
     cpu = tree_cpu_s(peer.pid) - cpu0
     mock_cpu = tree_cpu_s(mock.pid) - mock0 if peer is not mock else 0.0
-    ours = cpu + mock_cpu + res["loadgen_cpu_s"]
+    own = cpu + mock_cpu + res["loadgen_cpu_s"]  # CPU of the benchmark itself
     return {"rps": res["rps"], "requests": res["requests"], "errors": res["errors"],
             "lat_p50_us": res["lat_p50_us"], "lat_p90_us": res["lat_p90_us"], "lat_p99_us": res["lat_p99_us"],
             "ttfb_p50_us": res["ttfb_p50_us"], "ttfb_p99_us": res["ttfb_p99_us"],
             "cpu_ms_per_req": round(1000 * cpu / max(res["completed_total"], 1), 4),
             "rss_mb": round(peer.sample_rss(), 1),
-            "foreign_cpu": round(max(busy_cpu_s() - busy0 - ours, 0.0) / wall, 2),
+            "foreign_cpu": round(max(busy_cpu_s() - busy0 - own, 0.0) / wall, 2),
             "load1": round(os.getloadavg()[0], 2)}
 
 
