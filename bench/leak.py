@@ -5,8 +5,8 @@
     python3 bench/leak.py --requests 200000                # a quicker run
     python3 bench/leak.py --policy bench/policies-litellm.yaml --requests 50000 --every 5000   # litellm loaded
 
-Starts the harness's mock upstream and `gateway serve` (one worker unless --workers), then sends the
-requests in batches of --every (default 50,000) with the harness's C load generator (`loadgen -n`; an
+Starts bench/mock_openai.py and `gateway serve` (this repository's tree, one worker unless --workers), then
+sends the requests in batches of --every (default 50,000) with bench/loadgen.c (`loadgen -n`; an
 in-process aiohttp client with --client aiohttp or when no loadgen is found), alternating the --modes
 (JSON / stream) batch by batch. After every batch it reads VmRSS (and VmHWM) from /proc/<pid>/status of the
 gateway (summed over its worker processes). Reports RSS after a 2,000-request warm-up, after the run, the
@@ -15,7 +15,8 @@ the last half (MB per 100k requests); a table of every sample; JSON + CSV in --o
 
 Layout: the gateway on CPU 1, mock + load generator on CPU 0, nice -10 with autogroup (root; --nice 0 to
 skip, --no-pin to not pin). Everything it starts it stops. Raw output goes to $BENCH_TMP/leak/<run>/.
-Env: BENCH_TMP (default ${TMPDIR:-/tmp}/gw-bench), BENCH_VENV, LOADGEN, BENCH_HARNESS, GATEWAY_BIN.
+Env: BENCH_TMP (default ${TMPDIR:-/tmp}/gw-bench), BENCH_PYTHON, LOADGEN, GATEWAY_BIN (an executable or a
+source tree instead of this repository's).
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ import csv
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
-from locate import REPO, find_gateway, find_harness  # bench/ is on sys.path when run as a script
+from harness import build_loadgen
+from locate import BENCH, REPO, bench_tmp, find_python, gateway_command  # bench/ is on sys.path as a script
 
 BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 MARKERS = {"json": "chat.completion", "stream": "[DONE]"}
@@ -46,7 +47,7 @@ def preexec(cpus, nice):
         if nice is not None:
             try:
                 os.setpriority(os.PRIO_PROCESS, 0, nice)
-                with open("/proc/self/autogroup", "w") as f:  # see the harness README: autogroup nice
+                with open("/proc/self/autogroup", "w") as f:  # the scheduler weighs the autogroup first
                     f.write(str(nice))
             except OSError:
                 pass
@@ -173,22 +174,16 @@ def main() -> int:
     ap.add_argument("--label", default=None, help="name of this run (default from the policy file)")
     a = ap.parse_args()
 
-    harness = find_harness("mock_upstream.py")
-    tmp = os.environ.get("BENCH_TMP") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "gw-bench")
-    venv = os.environ.get("BENCH_VENV") or os.path.join(tmp, "venv")
-    loadgen = os.environ.get("LOADGEN") or os.path.join(tmp, "loadgen")
-    if a.client == "loadgen" and not os.access(loadgen, os.X_OK):
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc:
-            os.makedirs(os.path.dirname(loadgen), exist_ok=True)
-            subprocess.run([cc, "-O2", "-o", loadgen, os.path.join(harness, "loadgen.c"), "-lm"], check=True)
-        else:
-            print("no loadgen and no C compiler: using the aiohttp client", file=sys.stderr)
+    tmp = bench_tmp()
+    loadgen = ""
+    if a.client == "loadgen":
+        try:
+            loadgen = build_loadgen()
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            print(f"no load generator ({e}): using the aiohttp client", file=sys.stderr)
             a.client = "aiohttp"
-    mock_py = os.path.join(venv, "bin", "python")
-    if not os.access(mock_py, os.X_OK):
-        mock_py = sys.executable  # the mock needs uvloop
-    gw = find_gateway()
+    py = find_python()  # the mock and the gateway need the project's dependencies
+    gw, gw_env = gateway_command(os.environ.get("GATEWAY_BIN"), py)
     label = a.label or os.path.splitext(os.path.basename(a.policy))[0]
     out = a.out or os.path.join(tmp, "leak", f"{label}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     os.makedirs(out, exist_ok=True)
@@ -205,13 +200,13 @@ def main() -> int:
 
     mock_log = open(os.path.join(out, "mock.log"), "wb")
     gw_log = open(os.path.join(out, "gateway.log"), "wb")
-    mock = subprocess.Popen([mock_py, os.path.join(harness, "mock_upstream.py"), "--port", str(a.mock_port)],
+    mock = subprocess.Popen([py, os.path.join(BENCH, "mock_openai.py"), "--port", str(a.mock_port)],
                             stdout=mock_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=preexec(load_cpus, nice))
-    env = dict(os.environ, GATEWAY_POLICY=os.path.abspath(a.policy),
+    env = dict(os.environ, **gw_env, GATEWAY_POLICY=os.path.abspath(a.policy),
                BENCH_UPSTREAM_URL=f"http://127.0.0.1:{a.mock_port}/v1",
                GATEWAY_LOG_REQUESTS="true" if a.log_requests else "false")
-    cmd = [gw, "serve", "--port", str(a.port)] + (["--workers", str(a.workers)] if a.workers > 1 else [])
+    cmd = gw + ["serve", "--port", str(a.port)] + (["--workers", str(a.workers)] if a.workers > 1 else [])
     gateway = subprocess.Popen(cmd, env=env, stdout=gw_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                preexec_fn=preexec(gw_cpus, nice))
     url = f"http://127.0.0.1:{a.port}/v1/chat/completions"
