@@ -54,7 +54,7 @@ class Encoder(Protocol):
 class Dialect(Protocol):
     name: str
 
-    async def parse(self, body: dict, caller: str, store, policy) -> Parsed: ...
+    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed: ...
 
     async def reply(self, body: bytes, dialect: str, parsed: Parsed) -> bytes: ...
 
@@ -100,7 +100,7 @@ class _ChatEncoder:
 class OpenAIChat:
     name = OPENAI
 
-    async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
+    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
         model, messages, stream = validate_chat(body)
         return Parsed(body, model, stream, messages)
 
@@ -199,7 +199,7 @@ class Translated:
     def error(self, status: int, error: dict) -> bytes:
         raise NotImplementedError
 
-    async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
+    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
         chat = self.to_chat(body)
         return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], echo=body, original=body)
 

@@ -7,14 +7,13 @@ once, and watches for the client going away so that an abandoned request cancels
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import re
 import time
 import uuid
 
-from gateway.admission.keys import authenticate, bearer
+from gateway.admission.keys import authenticate
 from gateway.api.dialect import JSON_TYPE, SSE_TYPE, Dialect, replay
 from gateway.api.validate import parse_json
 from gateway.errors import ApiError
@@ -91,8 +90,7 @@ class Endpoint:
         try:
             key = authenticate(policy, headers)  # before reading the body: no work for unknown callers
             raw = await read_body(receive, rt.settings.max_body_bytes, headers.get("content-length"))
-            caller = hashlib.sha256((bearer(headers) or "").encode()).hexdigest()[:24]
-            parsed = await dialect.parse(parse_json(raw), caller, rt.store, policy)
+            parsed = await dialect.parse(parse_json(raw), headers, rt.store, policy)
             request = Request(parsed.chat, raw, parsed.model, parsed.stream, parsed.messages, headers,
                               key.name if key else None, key.group if key else None, request_id, dialect.name,
                               parsed.original)

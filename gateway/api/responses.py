@@ -13,12 +13,14 @@ and `background` are refused. Dropped on the way in: `reasoning` items and optio
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from typing import Any
 
 import orjson
 
+from gateway.admission.keys import bearer
 from gateway.api.dialect import Parsed, Translated
 from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
@@ -461,12 +463,13 @@ class OpenAIResponses(Translated):
     def error(self, status: int, error: dict) -> bytes:
         return error_body(status, error)
 
-    async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
+    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
         ttl = policy.responses_ttl
         if ttl is None:  # nothing is kept: to_chat refuses previous_response_id
             chat = to_chat(body)
             return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], {**body, "store": False},
                           original=body)
+        caller = hashlib.sha256((bearer(headers) or "").encode()).hexdigest()[:24]  # responses are the key's own
         previous = body.get("previous_response_id")
         history: list = []
         if previous is not None:

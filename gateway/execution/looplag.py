@@ -21,12 +21,14 @@ class LoopLag:
         self.window = window
         self._samples: collections.deque[tuple[float, float]] = collections.deque()  # (when, lag)
         self._task: asyncio.Task | None = None
+        self._worst = 0.0  # over the window, updated with each sample (read on every request)
 
     def start(self) -> None:
         """Start sampling on the running loop (once; again after the loop changed)."""
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._sample())
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            return
+        self._task = asyncio.get_running_loop().create_task(self._sample())
 
     async def _sample(self) -> None:
         while True:
@@ -36,10 +38,11 @@ class LoopLag:
             self._samples.append((now, max(0.0, now - before - self.interval)))
             while self._samples and self._samples[0][0] < now - self.window:
                 self._samples.popleft()
+            self._worst = max(lag for _, lag in self._samples)
 
     def worst(self) -> float:
         """The largest lag within the window, in seconds."""
-        return max((lag for _, lag in self._samples), default=0.0)
+        return self._worst
 
     def reserve(self, deadline: float) -> float:
         """How long before a deadline of `deadline` seconds to give up."""

@@ -16,7 +16,10 @@ _UNSAFE = re.compile(r"[^\x20-\x7e]+")
 
 def header_value(value: object, limit: int = 200) -> bytes:
     """A safe header value: runs of control, non-ASCII or DEL characters become one '?', cut to `limit`."""
-    text = _UNSAFE.sub("?", str(value)).strip()
+    text = str(value)
+    if not (text.isascii() and text.isprintable()):  # the common case (policy names, ids) skips the regex
+        text = _UNSAFE.sub("?", text)
+    text = text.strip()
     return text[:limit].encode("ascii")
 
 
