@@ -11,7 +11,7 @@ import pytest
 
 from gateway.execution.breaker import Breakers
 from gateway.execution.retry import should_retry
-from gateway.policy.compile import RETRY_ON
+from gateway.policy.sections import RETRY_ON
 from gateway.policy.schema import BreakerSpec, RetrySpec
 from gateway.providers.errors import Action, ErrorKind, RetryOn, UpstreamError, kind_for_status
 from gateway.state.memory import MemoryStore
