@@ -22,7 +22,7 @@ from gateway.execution.stream import relay
 from gateway.pipeline.headers import decision_headers, header_value
 from gateway.pipeline.record import Record
 from gateway.pipeline.result import Canned, Failure, Reply, Streamed
-from gateway.request import Request
+from gateway.request import OPENAI, Request
 
 log = logging.getLogger("gateway.api")
 
@@ -122,7 +122,7 @@ class Endpoint:
         dialect = self.dialect
         if isinstance(result, Streamed):
             stream = result.outcome.stream
-            encoder = dialect.encoder(parsed, getattr(stream, "framed", False), getattr(stream, "dialect", "openai"))
+            encoder = dialect.encoder(parsed, getattr(stream, "framed", False), getattr(stream, "dialect", OPENAI))
             record.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + result.headers})
 
@@ -141,11 +141,11 @@ class Endpoint:
             await send({"type": "http.response.body", "body": dialect.error(result.status, {"error": result.error})})
             return
         if isinstance(result, Canned):
-            body, answer_dialect, headers = canned_completion(result.text), "openai", result.headers
+            body, answer_dialect, headers = canned_completion(result.text), OPENAI, result.headers
         else:
             body, answer_dialect, headers = result.body, result.dialect, result.headers
-        if request.stream and answer_dialect == "openai":  # a cached answer or a canned reply, as a stream
-            encoder = dialect.encoder(parsed, False, "openai")
+        if request.stream and answer_dialect == OPENAI:  # a cached answer or a canned reply, as a stream
+            encoder = dialect.encoder(parsed, False, OPENAI)
             data = replay(encoder, body, request.include_usage) + await encoder.end()
             record.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gateway.execution.replay import StreamAssembler
 from gateway.providers.base import Usage, estimated_usage
+from gateway.request import OPENAI
 
 log = logging.getLogger("gateway.stream")
 
@@ -35,7 +36,7 @@ async def relay(outcome, encode: Callable[[bytes], bytes], send: Callable[[bytes
     the stream is `framed`) into the client's bytes, `send` writes them."""
     stream = outcome.stream
     framed = getattr(stream, "framed", False)
-    assembler = StreamAssembler() if assemble and getattr(stream, "dialect", "openai") == "openai" else None
+    assembler = StreamAssembler() if assemble and getattr(stream, "dialect", OPENAI) == OPENAI else None
     add = (assembler.add_events if framed else assembler.add) if assembler is not None else None
     error: str | None = None
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.execution.executor import Outcome
+from gateway.request import OPENAI
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -16,7 +17,7 @@ class Reply:
 
     body: bytes
     headers: Headers
-    dialect: str = "openai"
+    dialect: str = OPENAI
 
 
 @dataclass(slots=True)
