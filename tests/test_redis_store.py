@@ -334,7 +334,7 @@ async def test_stalled_redis_concurrent_first_calls_bounded():
     s = RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.05, failure_threshold=3, retry_s=60)
     try:
         _, dt = await _timed(asyncio.gather(*[s.window_take(f"w{i}", 1, 10, 60) for i in range(50)]))
-        assert dt < 0.15
+        assert dt < 0.5  # about one timeout (0.05 s) in all, never one per call (2.5 s): slack for a busy machine
         assert not s.healthy and s.fallbacks == 50
     finally:
         await s.aclose()
