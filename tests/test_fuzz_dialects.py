@@ -502,3 +502,24 @@ def test_openai_sdk_responses_odd_inputs(gw, model, stream, case):
         return
     assert response.object == "response" and response.status in ("completed", "incomplete")
 
+# ---- regressions found by the fuzzing -------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["claude", "lit", "edge-a"])
+@pytest.mark.parametrize("patch, param", [
+    ({"text": {"format": {"type": "json_schema", "name": "out", "schema": 5}}}, "text.format.schema"),
+    ({"text": {"format": {"type": "json_schema", "name": [1], "schema": {}}}}, "text.format.name"),
+    ({"text": {"format": {"type": "json_schema", "name": "out", "strict": "yes"}}}, "text.format.strict"),
+    ({"text": {"format": {"type": "xml"}}}, "text.format"),
+    ({"text": "json"}, "text"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": "x"}]}, "tools[0].parameters"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": [1]}, "top_p"),
+    ({"temperature": 7}, "temperature"),
+])
+def test_responses_fields_litellm_would_fail_on_are_a_400(client, model, patch, param):
+    """A Responses body went to chat without the chat checks: a JSON schema that is not an object, or a
+    non-string schema name, reached litellm's Anthropic translation, which failed (a 503, "upstream
+    unreachable"); a string temperature went upstream as it was."""
+    r = post(client, "/v1/responses", json.dumps({"model": model, "input": "hi", **patch}).encode())
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+

@@ -200,8 +200,15 @@ class Translated:
     def error(self, status: int, error: dict) -> bytes:
         raise NotImplementedError
 
-    async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
+    def checked_chat(self, body: dict) -> dict:
+        """The client's body as chat, held to the same checks as a chat client's: a value a translator passes
+        on unchecked (a temperature that is a string) is a 400 here, not an upstream's or litellm's failure."""
         chat = self.to_chat(body)
+        validate_chat(chat)
+        return chat
+
+    async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
+        chat = self.checked_chat(body)
         return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], echo=body, original=body)
 
     async def reply(self, body: bytes, dialect: str, parsed: Parsed) -> bytes:

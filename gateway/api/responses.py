@@ -128,8 +128,10 @@ def _tools(tools: Any) -> list[dict]:
                        "supports function tools only.", f"tools[{i}].type")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _bad(f"'tools[{i}].name' is required.", f"tools[{i}].name")
-        function: dict = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object",
-                                                                                          "properties": {}}}
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad(f"'tools[{i}].parameters' must be an object (a JSON schema).", f"tools[{i}].parameters")
+        function: dict = {"name": tool["name"], "parameters": parameters or {"type": "object", "properties": {}}}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
         if isinstance(tool.get("strict"), bool):
@@ -148,17 +150,32 @@ def _tool_choice(choice: Any) -> Any:
 
 
 def _text_format(text: Any) -> dict | None:
-    if not isinstance(text, dict) or not isinstance(text.get("format"), dict):
+    """`text.format` as a chat `response_format` (None for plain text); what an upstream or litellm would
+    fail on (a schema that is not an object, a name that is not a string) is a 400 here."""
+    if text is None:
         return None
-    fmt = text["format"]
-    if fmt.get("type") == "json_object":
+    if not isinstance(text, dict):
+        raise _bad("'text' must be an object.", "text", "invalid_type")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("'text.format' must be an object with type text, json_object or json_schema.", "text.format")
+    if fmt["type"] == "text":
+        return None
+    if fmt["type"] == "json_object":
         return {"type": "json_object"}
-    if fmt.get("type") == "json_schema":
-        schema = {"name": fmt.get("name", "response"), "schema": fmt.get("schema") or {}}
-        if isinstance(fmt.get("strict"), bool):
-            schema["strict"] = fmt["strict"]
-        return {"type": "json_schema", "json_schema": schema}
-    return None
+    name, schema, strict = fmt.get("name", "response"), fmt.get("schema"), fmt.get("strict")
+    if not isinstance(name, str) or not name:
+        raise _bad("'text.format.name' must be a non-empty string.", "text.format.name", "invalid_type")
+    if schema is not None and not isinstance(schema, dict):
+        raise _bad("'text.format.schema' must be an object (a JSON schema).", "text.format.schema", "invalid_type")
+    if strict is not None and not isinstance(strict, bool):
+        raise _bad("'text.format.strict' must be a boolean.", "text.format.strict", "invalid_type")
+    json_schema: dict = {"name": name, "schema": schema or {}}
+    if strict is not None:
+        json_schema["strict"] = strict
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
 def to_chat(body: dict) -> dict:
@@ -464,7 +481,7 @@ class OpenAIResponses(Translated):
     async def parse(self, body: dict, caller: str, store, policy) -> Parsed:
         ttl = policy.responses_ttl
         if ttl is None:  # nothing is kept: to_chat refuses previous_response_id
-            chat = to_chat(body)
+            chat = self.checked_chat(body)
             return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], {**body, "store": False},
                           original=body)
         previous = body.get("previous_response_id")
@@ -479,7 +496,7 @@ class OpenAIResponses(Translated):
                                     "expired, or belongs to another key).", param="previous_response_id",
                                code="previous_response_not_found")
             history = orjson.loads(stored)
-        chat = to_chat({**body, "previous_response_id": None})
+        chat = self.checked_chat({**body, "previous_response_id": None})
         start = 1 if body.get("instructions") else 0  # the instructions' system message comes first
         chat["messages"][start:start] = history
         keep = body.get("store") is not False
