@@ -502,6 +502,7 @@ def test_openai_sdk_responses_odd_inputs(gw, model, stream, case):
         return
     assert response.object == "response" and response.status in ("completed", "incomplete")
 
+
 # ---- regressions found by the fuzzing -------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", ["claude", "lit", "edge-a"])
@@ -523,3 +524,49 @@ def test_responses_fields_litellm_would_fail_on_are_a_400(client, model, patch, 
     r = post(client, "/v1/responses", json.dumps({"model": model, "input": "hi", **patch}).encode())
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
+
+def _chunk(delta, finish=None, **extra) -> str:
+    return "data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "model": "edge-a", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}], **extra}) + "\n\n"
+
+
+ODD_STREAMS = {
+    "a tool call that is a string": _chunk({"tool_calls": ["x"]}),
+    "a function that is a string": _chunk({"tool_calls": [{"index": 0, "id": "a", "function": "f"}]}),
+    "arguments that are an object": _chunk({"tool_calls": [{"index": 0, "id": "a", "function": {
+        "name": "f", "arguments": {"a": 1}}}]}),
+    "an index that is a list": _chunk({"tool_calls": [{"index": [0], "id": "a", "function": {"name": "f"}}]}),
+    "an id and name that are numbers": _chunk({"tool_calls": [{"index": 0, "id": 5, "function": {"name": 7}}]}),
+    "a model that is a number": "data: " + json.dumps({"id": 5, "model": 7, "choices": [
+        {"index": 0, "delta": {"content": "x"}}]}) + "\n\n",
+    "a delta that is a list": _chunk({"content": "x"}) + "data: " + json.dumps({"choices": [
+        {"index": 0, "delta": [1]}]}) + "\n\n",
+}
+ODD_ANSWERS = {
+    "a message as a string": {"id": "c", "choices": [{"index": 0, "message": "hi"}]},
+    "a function as a string": {"id": "c", "choices": [{"index": 0, "message": {
+        "content": None, "tool_calls": [{"id": "a", "function": "f"}]}}]},
+    "an id, name and arguments of other types": {"id": "c", "choices": [{"index": 0, "message": {
+        "content": None, "tool_calls": [{"id": 1, "function": {"name": None, "arguments": {"a": 1}}}]}}]},
+    "a model as a number": {"id": 5, "model": 7, "choices": [{"index": 0, "message": {"content": "x"}}]},
+    "usage past 64 bits": {"id": "c", "choices": [{"index": 0, "message": {"content": "x"}}],
+                           "usage": {"prompt_tokens": 1.5, "completion_tokens": 1e30}},
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+@pytest.mark.parametrize("case", list(ODD_STREAMS) + list(ODD_ANSWERS))
+def test_odd_upstream_answers_are_translated_or_a_502(client, mock, path, case):
+    """An OpenAI-compatible upstream's answer of an unexpected shape: the translated answer is well-formed
+    (string ids, names and model; integer usage) or a 502 in the client's format, never a 500; a stream
+    stays a well-formed event sequence (odd tool-call pieces are skipped, not a failure of the stream)."""
+    stream = case in ODD_STREAMS
+    raw = ODD_STREAMS[case] + _chunk({}, "stop") + "data: [DONE]\n\n" if stream else json.dumps(ODD_ANSWERS[case])
+    mock.script("edge-a", default={"raw": raw, "content_type": "text/event-stream" if stream else "application/json"})
+    body = _valid(path, "edge-a")
+    body["stream"] = stream
+    r = post(client, path, json.dumps(body).encode(), upstream_fault=True)
+    if stream and case != "a delta that is a list":  # that one the upstream client itself refuses (a 503)
+        assert r.status_code == 200 and sse_events(r.text)[-1][0] in ("message_stop", "response.completed"), r.text
+    elif not stream:
+        assert r.status_code in (200, 502), r.text

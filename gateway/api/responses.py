@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.api.dialect import Parsed, Translated
+from gateway.api.dialect import Parsed, Translated, count, text_or, tool_call_pieces
 from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
 
@@ -245,7 +245,7 @@ def to_chat(body: dict) -> dict:
 def _usage(usage: Any) -> dict | None:
     if not isinstance(usage, dict):
         return None
-    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    prompt, completion = count(usage.get("prompt_tokens")), count(usage.get("completion_tokens"))
     return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
 
@@ -301,11 +301,14 @@ def encode_completion(data: dict, request: dict) -> dict:
     if text:
         output.append(_message_item(_new_id("msg"), text))
     for call in calls:
-        function = call.get("function") or {}
-        output.append(_call_item(_new_id("fc"), call.get("id") or _new_id("call"), function.get("name", ""),
-                                 function.get("arguments") or ""))
+        found = call.get("function")
+        function: dict = found if isinstance(found, dict) else {}
+        arguments = function.get("arguments") or ""
+        output.append(_call_item(_new_id("fc"), text_or(call.get("id")) or _new_id("call"),
+                                 text_or(function.get("name")),
+                                 arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()))
     status, incomplete = _final_status(choice.get("finish_reason"))
-    return _Shell(request).response(data.get("model", ""), status, output, _usage(data.get("usage")), incomplete)
+    return _Shell(request).response(text_or(data.get("model")), status, output, _usage(data.get("usage")), incomplete)
 
 
 class ResponsesStream:
@@ -363,14 +366,15 @@ class ResponsesStream:
     def chunk(self, payload: dict) -> bytes:
         if self.ended:
             return b""
-        self.model = self.model or payload.get("model", "")
+        self.model = self.model or text_or(payload.get("model"))
         out = [] if self.started else [self._start()]
         if isinstance(payload.get("usage"), dict):
             self.usage = _usage(payload["usage"])
         for choice in payload.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            found = choice.get("delta")
+            delta: dict = found if isinstance(found, dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.current is None or self.current["type"] != "message":
@@ -386,18 +390,16 @@ class ResponsesStream:
                 out.append(self._event("response.output_text.delta", {
                     "item_id": self.current["id"], "output_index": len(self.output), "content_index": 0,
                     "delta": text, "logprobs": []}))
-            for call in delta.get("tool_calls") or []:
-                position = call.get("index", 0)
-                function = call.get("function") or {}
+            for call, position, function in tool_call_pieces(delta):
                 if position not in self.calls:
                     out.append(self._close())
                     self.calls[position] = len(self.output)
-                    self.current = _call_item(_new_id("fc"), call.get("id") or _new_id("call"),
-                                              function.get("name") or "", "", "in_progress")
+                    self.current = _call_item(_new_id("fc"), text_or(call.get("id")) or _new_id("call"),
+                                              text_or(function.get("name")), "", "in_progress")
                     out.append(self._event("response.output_item.added", {"output_index": len(self.output),
                                                                           "item": dict(self.current)}))
                 arguments = function.get("arguments")
-                if arguments and self.current is not None and self.calls[position] == len(self.output) \
+                if arguments and isinstance(arguments, str) and self.current is not None and self.calls[position] == len(self.output) \
                         and self.current["type"] == "function_call":
                     self.current["arguments"] += arguments
                     out.append(self._event("response.function_call_arguments.delta", {
