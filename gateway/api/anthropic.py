@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.api.dialect import Parsed, Translated
+from gateway.api.dialect import Parsed, Translated, count, text_or, tool_call_pieces
 from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
 
@@ -271,6 +271,8 @@ def _input_of(arguments: Any) -> dict:
         return arguments
     if not arguments:
         return {}
+    if not isinstance(arguments, str):
+        return {"value": arguments}
     try:
         value = orjson.loads(arguments)
     except orjson.JSONDecodeError:
@@ -280,8 +282,7 @@ def _input_of(arguments: Any) -> dict:
 
 def _usage(usage: Any) -> dict:
     usage = usage if isinstance(usage, dict) else {}
-    return {"input_tokens": int(usage.get("prompt_tokens") or 0),
-            "output_tokens": int(usage.get("completion_tokens") or 0)}
+    return {"input_tokens": count(usage.get("prompt_tokens")), "output_tokens": count(usage.get("completion_tokens"))}
 
 
 def encode_completion(data: dict, stop_sequences: list[str] | None = None) -> dict:
@@ -291,12 +292,13 @@ def encode_completion(data: dict, stop_sequences: list[str] | None = None) -> di
     if text:
         content.append({"type": "text", "text": text})
     for call in calls:
-        function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
-                        "name": function.get("name", ""), "input": _input_of(function.get("arguments"))})
+        found = call.get("function")
+        function: dict = found if isinstance(found, dict) else {}
+        content.append({"type": "tool_use", "id": text_or(call.get("id")) or "toolu_" + uuid.uuid4().hex[:24],
+                        "name": text_or(function.get("name")), "input": _input_of(function.get("arguments"))})
     stop_reason, stop_sequence = _stop(choice, stop_sequences or [])
     return {"id": _message_id(data.get("id")), "type": "message", "role": "assistant",
-            "model": data.get("model", ""), "content": content, "stop_reason": stop_reason,
+            "model": text_or(data.get("model")), "content": content, "stop_reason": stop_reason,
             "stop_sequence": stop_sequence, "usage": _usage(data.get("usage"))}
 
 
@@ -359,29 +361,28 @@ class AnthropicStream:
     def chunk(self, payload: dict) -> bytes:
         if self.ended:
             return b""
-        out = [] if self.started else [self._start(payload.get("model", ""), payload.get("id"))]
+        out = [] if self.started else [self._start(text_or(payload.get("model")), payload.get("id"))]
         if isinstance(payload.get("usage"), dict):
             self.usage = _usage(payload["usage"])
         for choice in payload.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            found = choice.get("delta")
+            delta: dict = found if isinstance(found, dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.block != ("text",):
                     out.append(self._open(("text",), {"type": "text", "text": ""}))
                 out.append(_event("content_block_delta", {"index": self.index,
                                                           "delta": {"type": "text_delta", "text": text}}))
-            for call in delta.get("tool_calls") or []:
-                position = call.get("index", 0)
-                function = call.get("function") or {}
+            for call, position, function in tool_call_pieces(delta):
                 if position not in self.tools:
                     self.tools.add(position)
                     out.append(self._open(("tool", position), {
-                        "type": "tool_use", "id": call.get("id") or "toolu_" + uuid.uuid4().hex[:24],
-                        "name": function.get("name") or "", "input": {}}))
+                        "type": "tool_use", "id": text_or(call.get("id")) or "toolu_" + uuid.uuid4().hex[:24],
+                        "name": text_or(function.get("name")), "input": {}}))
                 arguments = function.get("arguments")
-                if arguments and self.block == ("tool", position):
+                if arguments and isinstance(arguments, str) and self.block == ("tool", position):
                     out.append(_event("content_block_delta", {
                         "index": self.index, "delta": {"type": "input_json_delta", "partial_json": arguments}}))
             if choice.get("finish_reason"):

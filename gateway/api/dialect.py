@@ -72,6 +72,35 @@ def stream_failure(kind: str) -> tuple[int, dict]:
                            "type": "api_error", "param": None, "code": kind}}
 
 
+def count(value: Any) -> int:
+    """A token count of an upstream's usage as a non-negative integer a client can read, whatever the
+    upstream wrote (a string, a float, 1e30)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return 0
+    return int(min(max(value, 0), 2 ** 53))
+
+
+def text_or(value: Any, default: str = "") -> str:
+    """A field the dialect types as a string (a model name, an id), whatever the upstream wrote."""
+    return value if isinstance(value, str) else default
+
+
+def tool_call_pieces(delta: dict) -> list[tuple[dict, int, dict]]:
+    """(call, index, function) of each tool-call piece of a chat stream delta; pieces of an unknown shape
+    (not an object, an index that is not an integer) are skipped."""
+    calls = delta.get("tool_calls")
+    out = []
+    for call in calls if isinstance(calls, list) else ():
+        if not isinstance(call, dict):
+            continue
+        index = call.get("index", 0)
+        if isinstance(index, bool) or not isinstance(index, int):
+            continue
+        function = call.get("function")
+        out.append((call, index, function if isinstance(function, dict) else {}))
+    return out
+
+
 def replay(encoder: Encoder, completion: bytes, include_usage: bool) -> bytes:
     """A whole chat.completion (cached, or a canned reply) as the pieces of a stream, encoded."""
     return b"".join(encoder.piece(chunk) for chunk in chunks_from_completion(completion, include_usage))
@@ -199,8 +228,15 @@ class Translated:
     def error(self, status: int, error: dict) -> bytes:
         raise NotImplementedError
 
-    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
+    def checked_chat(self, body: dict) -> dict:
+        """The client's body as chat, held to the same checks as a chat client's: a value a translator passes
+        on unchecked (a temperature that is a string) is a 400 here, not an upstream's or litellm's failure."""
         chat = self.to_chat(body)
+        validate_chat(chat)
+        return chat
+
+    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
+        chat = self.checked_chat(body)
         return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], echo=body, original=body)
 
     async def reply(self, body: bytes, dialect: str, parsed: Parsed) -> bytes:
@@ -212,10 +248,16 @@ class Translated:
             data = None
         if not isinstance(data, dict) or "error" in data:
             raise ApiError(502, "The upstream's answer could not be read.", code="upstream_malformed_response")
-        answer = self.answer(data, parsed)
+        try:
+            answer = self.answer(data, parsed)
+            encoded = orjson.dumps(answer)
+        except (AttributeError, TypeError, ValueError) as exc:  # a chat.completion of an unknown shape
+            log.warning("could not translate an upstream answer into %s: %r", self.name, exc)
+            raise ApiError(502, "The upstream's answer could not be read.",
+                           code="upstream_malformed_response") from None
         if parsed.on_answer is not None:
             await parsed.on_answer(answer)
-        return orjson.dumps(answer)
+        return encoded
 
     def encoder(self, parsed: Parsed, framed: bool, dialect: str) -> Encoder:
         if dialect == self.name:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.admission.keys import bearer
-from gateway.api.dialect import Parsed, Translated
+from gateway.api.dialect import Parsed, Translated, count, text_or, tool_call_pieces
 from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
 
@@ -130,8 +130,10 @@ def _tools(tools: Any) -> list[dict]:
                        "supports function tools only.", f"tools[{i}].type")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _bad(f"'tools[{i}].name' is required.", f"tools[{i}].name")
-        function: dict = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object",
-                                                                                          "properties": {}}}
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad(f"'tools[{i}].parameters' must be an object (a JSON schema).", f"tools[{i}].parameters")
+        function: dict = {"name": tool["name"], "parameters": parameters or {"type": "object", "properties": {}}}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
         if isinstance(tool.get("strict"), bool):
@@ -150,17 +152,32 @@ def _tool_choice(choice: Any) -> Any:
 
 
 def _text_format(text: Any) -> dict | None:
-    if not isinstance(text, dict) or not isinstance(text.get("format"), dict):
+    """`text.format` as a chat `response_format` (None for plain text); what an upstream or litellm would
+    fail on (a schema that is not an object, a name that is not a string) is a 400 here."""
+    if text is None:
         return None
-    fmt = text["format"]
-    if fmt.get("type") == "json_object":
+    if not isinstance(text, dict):
+        raise _bad("'text' must be an object.", "text", "invalid_type")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("'text.format' must be an object with type text, json_object or json_schema.", "text.format")
+    if fmt["type"] == "text":
+        return None
+    if fmt["type"] == "json_object":
         return {"type": "json_object"}
-    if fmt.get("type") == "json_schema":
-        schema = {"name": fmt.get("name", "response"), "schema": fmt.get("schema") or {}}
-        if isinstance(fmt.get("strict"), bool):
-            schema["strict"] = fmt["strict"]
-        return {"type": "json_schema", "json_schema": schema}
-    return None
+    name, schema, strict = fmt.get("name", "response"), fmt.get("schema"), fmt.get("strict")
+    if not isinstance(name, str) or not name:
+        raise _bad("'text.format.name' must be a non-empty string.", "text.format.name", "invalid_type")
+    if schema is not None and not isinstance(schema, dict):
+        raise _bad("'text.format.schema' must be an object (a JSON schema).", "text.format.schema", "invalid_type")
+    if strict is not None and not isinstance(strict, bool):
+        raise _bad("'text.format.strict' must be a boolean.", "text.format.strict", "invalid_type")
+    json_schema: dict = {"name": name, "schema": schema or {}}
+    if strict is not None:
+        json_schema["strict"] = strict
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
 def to_chat(body: dict) -> dict:
@@ -230,7 +247,7 @@ def to_chat(body: dict) -> dict:
 def _usage(usage: Any) -> dict | None:
     if not isinstance(usage, dict):
         return None
-    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    prompt, completion = count(usage.get("prompt_tokens")), count(usage.get("completion_tokens"))
     return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
 
@@ -286,11 +303,14 @@ def encode_completion(data: dict, request: dict) -> dict:
     if text:
         output.append(_message_item(_new_id("msg"), text))
     for call in calls:
-        function = call.get("function") or {}
-        output.append(_call_item(_new_id("fc"), call.get("id") or _new_id("call"), function.get("name", ""),
-                                 function.get("arguments") or ""))
+        found = call.get("function")
+        function: dict = found if isinstance(found, dict) else {}
+        arguments = function.get("arguments") or ""
+        output.append(_call_item(_new_id("fc"), text_or(call.get("id")) or _new_id("call"),
+                                 text_or(function.get("name")),
+                                 arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()))
     status, incomplete = _final_status(choice.get("finish_reason"))
-    return _Shell(request).response(data.get("model", ""), status, output, _usage(data.get("usage")), incomplete)
+    return _Shell(request).response(text_or(data.get("model")), status, output, _usage(data.get("usage")), incomplete)
 
 
 class ResponsesStream:
@@ -348,14 +368,15 @@ class ResponsesStream:
     def chunk(self, payload: dict) -> bytes:
         if self.ended:
             return b""
-        self.model = self.model or payload.get("model", "")
+        self.model = self.model or text_or(payload.get("model"))
         out = [] if self.started else [self._start()]
         if isinstance(payload.get("usage"), dict):
             self.usage = _usage(payload["usage"])
         for choice in payload.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            found = choice.get("delta")
+            delta: dict = found if isinstance(found, dict) else {}
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self.current is None or self.current["type"] != "message":
@@ -371,18 +392,16 @@ class ResponsesStream:
                 out.append(self._event("response.output_text.delta", {
                     "item_id": self.current["id"], "output_index": len(self.output), "content_index": 0,
                     "delta": text, "logprobs": []}))
-            for call in delta.get("tool_calls") or []:
-                position = call.get("index", 0)
-                function = call.get("function") or {}
+            for call, position, function in tool_call_pieces(delta):
                 if position not in self.calls:
                     out.append(self._close())
                     self.calls[position] = len(self.output)
-                    self.current = _call_item(_new_id("fc"), call.get("id") or _new_id("call"),
-                                              function.get("name") or "", "", "in_progress")
+                    self.current = _call_item(_new_id("fc"), text_or(call.get("id")) or _new_id("call"),
+                                              text_or(function.get("name")), "", "in_progress")
                     out.append(self._event("response.output_item.added", {"output_index": len(self.output),
                                                                           "item": dict(self.current)}))
                 arguments = function.get("arguments")
-                if arguments and self.current is not None and self.calls[position] == len(self.output) \
+                if arguments and isinstance(arguments, str) and self.current is not None and self.calls[position] == len(self.output) \
                         and self.current["type"] == "function_call":
                     self.current["arguments"] += arguments
                     out.append(self._event("response.function_call_arguments.delta", {
@@ -466,7 +485,7 @@ class OpenAIResponses(Translated):
     async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
         ttl = policy.responses_ttl
         if ttl is None:  # nothing is kept: to_chat refuses previous_response_id
-            chat = to_chat(body)
+            chat = self.checked_chat(body)
             return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], {**body, "store": False},
                           original=body)
         caller = hashlib.sha256((bearer(headers) or "").encode()).hexdigest()[:24]  # responses are the key's own
@@ -482,7 +501,7 @@ class OpenAIResponses(Translated):
                                     "expired, or belongs to another key).", param="previous_response_id",
                                code="previous_response_not_found")
             history = orjson.loads(stored)
-        chat = to_chat({**body, "previous_response_id": None})
+        chat = self.checked_chat({**body, "previous_response_id": None})
         start = 1 if body.get("instructions") else 0  # the instructions' system message comes first
         chat["messages"][start:start] = history
         keep = body.get("store") is not False
