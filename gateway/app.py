@@ -167,9 +167,14 @@ class Runtime:
         await self.store.aclose()
 
 
-def _error_response(status: int, message: str, code: str, headers: dict | None = None) -> Response:
+_MESSAGES = AnthropicMessages()
+
+
+def _error_response(status: int, message: str, code: str, headers: dict | None = None, path: str = "") -> Response:
+    """In Anthropic's shape under /v1/messages (what an Anthropic SDK there expects), else in OpenAI's."""
     exc = ApiError(status, message, code=code, headers=headers)
-    return Response(exc.body(), status_code=status, media_type="application/json", headers=exc.headers)
+    body = _MESSAGES.error(status, {"error": exc.payload()}) if path.startswith("/v1/messages") else exc.body()
+    return Response(body, status_code=status, media_type="application/json", headers=exc.headers)
 
 
 def build_app(settings: Settings | None = None) -> "ChatFastPath":
@@ -202,12 +207,13 @@ def build_app(settings: Settings | None = None) -> "ChatFastPath":
     ]
 
     async def not_found(request: Request, exc) -> Response:
-        return _error_response(404, f"No endpoint {request.method} {request.url.path}.", "not_found")
+        return _error_response(404, f"No endpoint {request.method} {request.url.path}.", "not_found",
+                               path=request.url.path)
 
     async def not_allowed(request: Request, exc) -> Response:
         allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
         return _error_response(405, f"Method {request.method} is not allowed on {request.url.path}.",
-                               "method_not_allowed", {"allow": allow} if allow else None)
+                               "method_not_allowed", {"allow": allow} if allow else None, request.url.path)
 
     async def api_error(request: Request, exc: ApiError) -> Response:
         return Response(exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers)

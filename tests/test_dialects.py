@@ -1073,3 +1073,12 @@ def test_openai_sdk_responses_and_embeddings_against_the_embedded_model(edge_gw)
         client.embeddings.create(model="local", input="x")
     with pytest.raises(openai.NotFoundError, match="no embedding model"):
         client.embeddings.create(model="auto", input="x")
+
+
+def test_unknown_paths_under_messages_answer_in_anthropics_shape(gw):
+    for path in ("/v1/messages/batches", "/v1/messages/x/y"):
+        r = httpx.post(gw.base + path, json={}, headers=AUTH, timeout=10)
+        assert r.status_code == 404
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == "not_found_error", r.text
+    other = httpx.post(gw.base + "/v1/nothing", json={}, headers=AUTH, timeout=10)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"

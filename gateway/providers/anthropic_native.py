@@ -19,7 +19,7 @@ import re
 import aiohttp
 import orjson
 
-from gateway.providers.base import Completion, UpstreamCall, Usage
+from gateway.providers.base import Completion, UpstreamCall, Usage, token_count
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
 from gateway.providers.litellm_client import LitellmProvider, LitellmStream
 from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_json
@@ -159,23 +159,16 @@ def _with_model(raw: bytes, model: str) -> bytes | None:
     return raw[:value.start(1)] + orjson.dumps(model) + raw[value.end(1):]
 
 
-def _int(value) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
 def usage_of(usage) -> Usage | None:
     """Anthropic's usage as the gateway counts it: cache writes and reads are prompt tokens too."""
     if not isinstance(usage, dict):
         return None
-    return Usage(_prompt_tokens(usage), _int(usage.get("output_tokens")))
+    return Usage(_prompt_tokens(usage), token_count(usage.get("output_tokens")))
 
 
 def _prompt_tokens(usage: dict) -> int:
-    return _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + \
-        _int(usage.get("cache_read_input_tokens"))
+    return token_count(usage.get("input_tokens")) + token_count(usage.get("cache_creation_input_tokens")) + \
+        token_count(usage.get("cache_read_input_tokens"))
 
 
 def _error_fields(raw: bytes) -> tuple[str, str | None]:
@@ -370,7 +363,7 @@ class AnthropicStream:
                 known = self.usage or Usage()
                 self.usage = Usage(
                     _prompt_tokens(usage) if usage.get("input_tokens") is not None else known.prompt_tokens,
-                    _int(usage.get("output_tokens")) if usage.get("output_tokens") is not None
+                    token_count(usage.get("output_tokens")) if usage.get("output_tokens") is not None
                     else known.completion_tokens)
         elif name == b"message_stop":
             self._done = True

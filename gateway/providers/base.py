@@ -15,6 +15,8 @@ from typing import AsyncIterator, Protocol, runtime_checkable
 
 import orjson
 
+from gateway.providers.errors import UpstreamError
+
 
 @dataclass(slots=True)
 class Deadlines:
@@ -49,9 +51,17 @@ class Usage:
 
     @classmethod
     def from_dict(cls, usage: dict | None) -> "Usage | None":
+        """The upstream's usage; counts that are not non-negative numbers (an upstream's odd answer) read as 0."""
         if not isinstance(usage, dict):
             return None
-        return cls(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        return cls(token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")))
+
+
+def token_count(value: object) -> int:
+    """A token count an upstream reported; anything but a non-negative number below 2**53 reads as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 2 ** 53:
+        return 0
+    return int(value)
 
 
 def asks_usage(body: dict) -> bool:
@@ -81,7 +91,11 @@ class Completion:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Completion":
-        return cls(orjson.dumps(data), Usage.from_dict(data.get("usage")))
+        try:
+            body = orjson.dumps(data)
+        except orjson.JSONEncodeError:  # an integer past 64 bits, say: not an answer to pass on
+            raise UpstreamError("malformed", "the upstream answer cannot be encoded as JSON", status=200) from None
+        return cls(body, Usage.from_dict(data.get("usage")))
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 
 from gateway.policy.schema import Deployment, ModelSpec
-from gateway.providers.base import Completion, Deadlines, Usage
+from gateway.providers.base import Completion, Deadlines, Usage, token_count
 from gateway.providers.errors import UpstreamError
 from gateway.providers.http import post, read_json
 from gateway.providers.native import openai_error
@@ -31,7 +31,7 @@ async def embed(session: aiohttp.ClientSession, model: ModelSpec, deployment: De
         raise UpstreamError("malformed", "the upstream answer has no embeddings", status=200)
     usage = data.get("usage")
     tokens = (usage.get("prompt_tokens") or usage.get("total_tokens") or 0) if isinstance(usage, dict) else 0
-    return Completion(raw, Usage(int(tokens) if isinstance(tokens, (int, float)) else 0, 0))
+    return Completion(raw, Usage(token_count(tokens), 0))
 
 
 async def _native(session: aiohttp.ClientSession, model: ModelSpec, deployment: Deployment, body: dict,

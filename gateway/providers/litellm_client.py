@@ -270,7 +270,11 @@ class LitellmStream:
                     raise UpstreamError("stream_cut" if self._content else "malformed",
                                         "the upstream stream ended without a finish_reason" if self._content
                                         else "the upstream stream had no events", status=200)
-            payload = orjson.dumps(data)
+            try:
+                payload = orjson.dumps(data)
+            except orjson.JSONEncodeError:  # an integer past 64 bits, say
+                raise UpstreamError("malformed", "an upstream stream event cannot be encoded as JSON",
+                                    status=200) from None
             if len(payload) > self._max_event:
                 raise UpstreamError("oversized", f"an upstream stream event is over the cap of {self._max_event} "
                                                  "bytes", status=200)
