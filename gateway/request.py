@@ -28,6 +28,9 @@ class Request:
     request_id: str = ""
     dialect: str = OPENAI
     original: dict | None = None  # the client's parsed body when `dialect` is not OPENAI
+    # Parts of the request (field, what) only an upstream speaking `dialect` can take (an Anthropic
+    # document block, a server tool): such a request goes only to targets of that dialect.
+    native_only: tuple[tuple[str, str], ...] = ()
 
     @property
     def include_usage(self) -> bool:

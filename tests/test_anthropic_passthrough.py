@@ -31,6 +31,8 @@ routes:
   - {{name: claude, when: {{model: claude}}, targets: [claude]}}
   - {{name: failover, when: {{model: claude-dead}}, targets: [claude-dead, claude]}}
   - {{name: canned, when: {{model: gone}}, targets: [claude-dead], degrade: {{reply: "Busy, sorry."}}}}
+  - {{name: mixed, when: {{model: mixed}}, targets: [edge-a, claude]}}
+  - {{name: edge, when: {{model: edge}}, targets: [edge-a]}}
 retry: {{attempts: 1}}
 breaker: {{failures: 100, window: 10s, cooldown: 1s}}
 """
@@ -137,3 +139,34 @@ def test_personal_data_in_a_dropped_block_still_keeps_the_request_on_the_edge(gw
     assert r.status_code == 200, r.text
     assert r.headers["x-gateway-route"] == "private" and r.headers["x-gateway-tier"] == "edge"
     assert not mock.requests("claude-up")
+
+
+DOCUMENT_REQUEST = {
+    "max_tokens": 100,
+    "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
+              {"name": "add", "input_schema": {"type": "object"}}],
+    "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The memo."},
+         "title": "memo", "citations": {"enabled": True}},
+        {"type": "text", "text": "Summarise the memo."}]}],
+}
+
+
+def test_document_blocks_and_server_tools_pass_through_to_an_anthropic_upstream(gw, mock):
+    mock.script("claude-up", default={"content": "A short memo."})
+    r = httpx.post(gw.base + "/v1/messages", timeout=30, json={"model": "mixed", **DOCUMENT_REQUEST})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-gateway-model"] == "claude"
+    assert "edge-a=cannot take a document block" in r.headers["x-gateway-skipped"]
+    sent = json.loads(mock.requests("claude-up")[-1]["raw"])
+    assert sent["messages"] == DOCUMENT_REQUEST["messages"] and sent["tools"] == DOCUMENT_REQUEST["tools"]
+    assert not mock.requests("edge-a")
+
+
+def test_document_blocks_for_a_route_without_an_anthropic_upstream_are_a_clear_400(gw, mock):
+    r = httpx.post(gw.base + "/v1/messages", timeout=30, json={"model": "edge", **DOCUMENT_REQUEST})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "document block" in body["error"]["message"] and "route 'edge'" in body["error"]["message"]
+    assert not mock.requests()

@@ -651,3 +651,11 @@ def test_a_chunk_with_an_integer_past_64_bits_from_litellm_is_not_a_500(client, 
     mock.script("lit", default={"raw": "data: " + json.dumps(chunk) + "\n\n" + _chunk({}, "stop") + "data: [DONE]\n\n"})
     body = {**_valid("/v1/messages", "lit"), "stream": True}
     post(client, "/v1/messages", json.dumps(body).encode(), upstream_fault=True)
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_a_litellm_chunk_with_content_of_another_type_is_not_a_500(client, mock, path):
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}, "index": 0}] * 2
+    mock.script("lit", default={"raw": _chunk({"tool_calls": calls, "content": -1})})
+    body = {**_valid(path, "lit"), "stream": True}
+    post(client, path, json.dumps(body).encode(), upstream_fault=True)

@@ -7,7 +7,9 @@ An Anthropic upstream (`client: anthropic`) gets the client's own bytes instead,
 
 Dropped on the way in to OpenAI-compatible targets: `thinking` / `redacted_thinking` blocks of the
 assistant's history and the `thinking` option, `cache_control`, `top_k`, `metadata` other than `user_id`,
-images inside `tool_result` blocks (replaced by a short text note).
+images inside `tool_result` blocks (replaced by a short text note). Document blocks and server tools cannot
+be translated: `AnthropicMessages.parse` lists them so that the pipeline sends the request to Anthropic
+upstreams only (or answers 400 when the route has none).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.api.dialect import Parsed, Translated, count, text_or, tool_call_pieces
+from gateway.api.validate import validate_chat
 from gateway.execution.replay import answer_of
 from gateway.errors import ApiError
 
@@ -30,6 +33,13 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                  "content_filter": "refusal"}
 _DROPPED_BLOCKS = ("thinking", "redacted_thinking")  # a tuple: a client may send any JSON as a type
+# Blocks only an Anthropic upstream can take (the pass-through sends them as written).
+_NATIVE_USER_BLOCKS = ("document", "search_result", "container_upload")
+
+
+def _server_block(kind: str) -> bool:
+    """An assistant block of a server tool's call or result (web search, web fetch, code execution, MCP)."""
+    return kind in ("server_tool_use", "mcp_tool_use", "container_upload") or kind.endswith("_tool_result")
 
 
 def _bad(message: str, param: str) -> ApiError:
@@ -74,7 +84,7 @@ def _image_part(block: dict, where: str) -> dict:
     raise _bad(f"'{where}.source.type' must be base64 or url.", f"{where}.source.type")
 
 
-def _user_messages(content: list, where: str) -> list[dict]:
+def _user_messages(content: list, where: str, native: list | None) -> list[dict]:
     """A user turn: its tool results become `tool` messages (first, as OpenAI wants them right after the
     assistant's tool calls), the rest one user message."""
     out: list[dict] = []
@@ -100,6 +110,9 @@ def _user_messages(content: list, where: str) -> list[dict]:
             out.append({"role": "tool", "tool_call_id": call_id, "content": text})
         elif kind in _DROPPED_BLOCKS:
             continue
+        elif native is not None and kind in _NATIVE_USER_BLOCKS:
+            native.append((f"{at}.type", f"a {kind} block"))
+            parts.append({"type": "text", "text": f"[{kind}]"})  # what routing sees; only the raw body goes up
         else:
             raise _bad(f"'{at}.type' {str(kind)[:40]!r} is not supported in a user message "
                        "(use text, image or tool_result).", f"{at}.type")
@@ -109,7 +122,7 @@ def _user_messages(content: list, where: str) -> list[dict]:
     return out
 
 
-def _assistant_message(content: list, where: str) -> dict | None:
+def _assistant_message(content: list, where: str, native: list | None) -> dict | None:
     texts: list[str] = []
     calls: list[dict] = []
     for j, block in enumerate(content):
@@ -129,6 +142,8 @@ def _assistant_message(content: list, where: str) -> dict | None:
                                        "arguments": orjson.dumps(block.get("input") or {}).decode()}})
         elif kind in _DROPPED_BLOCKS:
             continue  # an OpenAI-compatible target cannot verify another provider's thinking signatures
+        elif native is not None and isinstance(kind, str) and _server_block(kind):
+            native.append((f"{at}.type", f"a {kind} block"))
         else:
             raise _bad(f"'{at}.type' {str(kind)[:40]!r} is not supported in an assistant message "
                        "(use text or tool_use).", f"{at}.type")
@@ -140,13 +155,16 @@ def _assistant_message(content: list, where: str) -> dict | None:
     return message
 
 
-def _tools(tools: Any) -> list[dict]:
+def _tools(tools: Any, native: list | None) -> list[dict]:
     if not isinstance(tools, list):
         raise _bad("'tools' must be an array.", "tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise _bad(f"'tools[{i}]' must be an object.", f"tools[{i}]")
+        if tool.get("type") not in (None, "custom") and native is not None and isinstance(tool.get("type"), str):
+            native.append((f"tools[{i}].type", f"the server tool {tool['type'][:40]!r}"))
+            continue
         if tool.get("type") not in (None, "custom"):
             raise _bad(f"'tools[{i}].type' {str(tool.get('type'))[:40]!r} is a server tool; this gateway "
                        "supports client tools (name, description, input_schema) only.", f"tools[{i}].type")
@@ -176,8 +194,11 @@ def _tool_choice(choice: Any, chat: dict) -> None:
         chat["parallel_tool_calls"] = False
 
 
-def to_chat(body: dict) -> dict:
-    """A Messages request as a Chat Completions body; raises ApiError(400) naming the field at fault."""
+def to_chat(body: dict, native: list | None = None) -> dict:
+    """A Messages request as a Chat Completions body; raises ApiError(400) naming the field at fault.
+
+    With `native` (a list), parts that only an Anthropic upstream can take (document blocks, server tools and
+    their results) are listed there as (field, what) instead of refused, and left out of the chat form."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' is required (a model name, or \"auto\" to let the gateway route).", "model")
@@ -208,9 +229,9 @@ def to_chat(body: dict) -> dict:
         if not isinstance(content, list):
             raise _bad(f"'{where}.content' must be a string or an array of content blocks.", f"{where}.content")
         if role == "user":
-            out.extend(_user_messages(content, where))
+            out.extend(_user_messages(content, where, native))
         else:
-            assistant = _assistant_message(content, where)
+            assistant = _assistant_message(content, where, native)
             if assistant is not None:
                 out.append(assistant)
     if not out:
@@ -229,7 +250,7 @@ def to_chat(body: dict) -> dict:
         if stops:
             chat["stop"] = stops
     if body.get("tools") is not None:
-        tools = _tools(body["tools"])
+        tools = _tools(body["tools"], native)
         if tools:
             chat["tools"] = tools
     if body.get("tool_choice") is not None:
@@ -414,7 +435,7 @@ class AnthropicStream:
 
 def count_tokens_body(body: dict) -> dict:
     """The chat form of a count_tokens request (same fields as a message request, no max_tokens)."""
-    return to_chat({**body, "max_tokens": 1, "stream": False})
+    return to_chat({**body, "max_tokens": 1, "stream": False}, native=[])
 
 
 class AnthropicMessages(Translated):
@@ -422,6 +443,13 @@ class AnthropicMessages(Translated):
 
     def to_chat(self, body: dict) -> dict:
         return to_chat(body)
+
+    async def parse(self, body: dict, headers: dict, store, policy) -> Parsed:
+        native: list[tuple[str, str]] = []
+        chat = to_chat(body, native)
+        validate_chat(chat)
+        return Parsed(chat, chat["model"], bool(chat.get("stream")), chat["messages"], echo=body, original=body,
+                      native_only=tuple(native))
 
     def answer(self, completion: dict, parsed: Parsed) -> dict:
         return encode_completion(completion, (parsed.echo or {}).get("stop_sequences"))

@@ -39,6 +39,7 @@ class Parsed:
     echo: dict | None = None     # what the dialect's answers repeat of the request
     on_answer: Callable[[dict], Awaitable[None]] | None = None  # run with the finished answer (stored responses)
     original: dict | None = field(default=None)  # the client's body, when not Chat Completions
+    native_only: tuple[tuple[str, str], ...] = ()  # (field, what) only an upstream of this dialect can take
 
 
 class Encoder(Protocol):

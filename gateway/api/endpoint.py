@@ -93,7 +93,7 @@ class Endpoint:
             parsed = await dialect.parse(parse_json(raw), headers, rt.store, policy)
             request = Request(parsed.chat, raw, parsed.model, parsed.stream, parsed.messages, headers,
                               key.name if key else None, key.group if key else None, request_id, dialect.name,
-                              parsed.original)
+                              parsed.original, parsed.native_only)
             watcher = _watch_disconnect(receive, sent)  # from here on a client that goes away cancels the work
             try:
                 result = await rt.pipeline.run(request, key, record, arrived)

@@ -8,6 +8,7 @@ into its `Record` for accounting. Wire formats are not known here: dialects pars
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from gateway.admission.cache import cache_key
@@ -52,6 +53,8 @@ class Pipeline:
         except BadShareHeader as exc:
             raise ApiError(400, f"The x-gateway-cloud-share header must be a number between 0 and 1, got "
                                 f"{exc.args[0]!r}.", param="x-gateway-cloud-share", code="invalid_value") from None
+        if request.native_only:
+            decision, plan = _dialect_targets(request, decision, plan)
         record.decision, record.reference, record.key = decision, plan.reference, request.key_name
         if policy.log_prompts:
             record.prompt = request.messages
@@ -136,3 +139,17 @@ class Pipeline:
             await self.rt.store.cache_set(settlement.cache_key, answer, settlement.ttl)
         if record.usage is not None:
             await self.rt.limiter.correct(settlement.counted, settlement.estimate, record.usage.total_tokens)
+
+
+def _dialect_targets(request: Request, decision, plan):
+    """Keep the targets that speak the client's dialect, for a request holding parts only they can take;
+    a 400 naming the first such part when the route has none."""
+    kept = tuple(t for t in plan.targets if t.dialect == request.dialect)
+    if not kept:
+        field, what = request.native_only[0]
+        raise ApiError(400, f"'{field}': {what} can only go to an upstream that speaks this API natively, and "
+                            f"route '{plan.route}' has none among its targets.", param=field, code="unsupported_content")
+    left_out = tuple((t.name, f"cannot take {request.native_only[0][1]}") for t in plan.targets
+                     if t.dialect != request.dialect)
+    return (dataclasses.replace(decision, skipped=decision.skipped + left_out),
+            dataclasses.replace(plan, targets=kept, skipped=plan.skipped + left_out))

@@ -263,9 +263,7 @@ class LitellmStream:
                 delta = choice.get("delta")
                 if _has_text(delta):
                     self._content = True
-                    self.text_chars += len(delta.get("content") or "") + sum(
-                        len(str((t.get("function") or {}).get("arguments") or ""))
-                        for t in delta.get("tool_calls") or ())
+                    self.text_chars += _chars(delta)
                 if choice.get("finish_reason") and self._made_up():
                     raise UpstreamError("stream_cut" if self._content else "malformed",
                                         "the upstream stream ended without a finish_reason" if self._content
@@ -317,6 +315,18 @@ def _no_redirect_client(provider: str, params: dict):
         handler.client.follow_redirects = False
         return handler
     return None
+
+
+def _chars(delta: dict) -> int:
+    """Characters of content and tool-call arguments in one delta (odd types, an upstream's fault, count 0)."""
+    content = delta.get("content")
+    calls = delta.get("tool_calls")
+    n = len(content) if isinstance(content, str) else 0
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        n += len(arguments) if isinstance(arguments, str) else 0
+    return n
 
 
 def _has_text(delta) -> bool:
