@@ -1,13 +1,16 @@
-"""Chaos run over both provider paths: 30 % upstream faults, malformed and empty streams included.
+"""Chaos run over both provider paths and every client dialect: 30 % upstream faults, malformed and empty
+streams included.
 
 For each path (native aiohttp client, litellm) the gateway routes `chaos-<path>` to two upstreams that fail
-30 % of calls in every way tests/mock_upstream.py knows; half the requests stream. Every answer is checked:
-well-formed (a real answer, the canned reply, or a stream that ends with an explicit error event and
-[DONE]), malformed (bad JSON, a stream without [DONE], an event that is not a chunk), an empty "success"
-(200, not degraded, no content), a 5xx, or later than the deadline + 100 ms (by the client's clock and by
-the gateway's request log; the target is judged on the gateway's).
+30 % of calls in every way tests/mock_upstream.py knows; half the requests stream, and the requests take
+turns between the dialects asked for (Chat Completions, Anthropic Messages, OpenAI Responses). Every answer
+is checked in its own dialect: well-formed (a real answer, the canned reply, or a stream that ends with the
+dialect's explicit error event), malformed (bad JSON, a stream without its proper end, an event of the wrong
+shape), an empty "success" (200, not degraded, no content), a 5xx, or later than the deadline + 100 ms (by
+the client's clock and by the gateway's request log; the target is judged on the gateway's).
 Not part of the test suite:
     nice -n 10 python bench/chaos.py [--requests 1000] [--concurrency 32] [--paths native litellm]
+                                     [--dialects chat messages responses]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ MIX = {"mix": [
 
 
 def classify(status: int, headers, body: bytes, stream: bool) -> str:
+    """A Chat Completions answer."""
     if status >= 500:
         return "gateway_5xx"
     if status != 200:
@@ -93,19 +97,110 @@ def classify(status: int, headers, body: bytes, stream: bool) -> str:
     return "canned" if degraded else "real"
 
 
-async def run(base: str, model: str, n: int, concurrency: int) -> tuple[dict, list[float]]:
+def _events(body: bytes) -> list[tuple[str | None, dict]] | None:
+    """(event name, parsed data) of every SSE event; None when one is not JSON."""
+    out = []
+    for block in body.decode(errors="replace").replace("\r\n", "\n").split("\n\n"):
+        name = next((line[6:].strip() for line in block.split("\n") if line.startswith("event:")), None)
+        data = "".join(line[5:].strip() for line in block.split("\n") if line.startswith("data:"))
+        if not data:
+            continue
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return None
+        out.append((name, parsed if isinstance(parsed, dict) else {}))
+    return out
+
+
+def classify_messages(status: int, headers, body: bytes, stream: bool) -> str:
+    """An Anthropic Messages answer: a `message`, or message_start … message_stop (or an `error` event)."""
+    if status >= 500:
+        return "gateway_5xx"
+    if status != 200:
+        return f"http_{status}"
+    degraded = bool(headers.get("x-gateway-degraded"))
+    if not stream:
+        try:
+            data = json.loads(body)
+            if data.get("type") != "message" or not isinstance(data.get("content"), list):
+                return "malformed"
+            text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+        except (ValueError, TypeError, AttributeError):
+            return "malformed"
+        return ("canned" if degraded else "real") if text else "empty_success"
+    events = _events(body)
+    if not events or events[0][0] != "message_start" or any(d.get("type") != n for n, d in events):
+        return "malformed"
+    if events[-1][0] == "error":
+        return "stream_error_event"
+    if events[-1][0] != "message_stop":
+        return "malformed"
+    text = "".join(d["delta"].get("text", "") for n, d in events
+                   if n == "content_block_delta" and isinstance(d.get("delta"), dict))
+    return ("canned" if degraded else "real") if text else "empty_success"
+
+
+def classify_responses(status: int, headers, body: bytes, stream: bool) -> str:
+    """An OpenAI Responses answer: a `response`, or response.created … response.completed (or .failed)."""
+    if status >= 500:
+        return "gateway_5xx"
+    if status != 200:
+        return f"http_{status}"
+    degraded = bool(headers.get("x-gateway-degraded"))
+    if not stream:
+        try:
+            data = json.loads(body)
+            if data.get("object") != "response" or data.get("status") not in ("completed", "incomplete"):
+                return "malformed"
+            text = "".join(p.get("text", "") for item in data["output"] if item.get("type") == "message"
+                           for p in item.get("content") or [])
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return "malformed"
+        return ("canned" if degraded else "real") if text else "empty_success"
+    events = _events(body)
+    if not events or events[0][0] != "response.created" or any(
+            d.get("type") != n or d.get("sequence_number") != i for i, (n, d) in enumerate(events)):
+        return "malformed"
+    last = events[-1][0]
+    if last == "response.failed":
+        return "stream_error_event"
+    if last not in ("response.completed", "response.incomplete"):
+        return "malformed"
+    text = "".join(d.get("delta", "") for n, d in events if n == "response.output_text.delta")
+    return ("canned" if degraded else "real") if text else "empty_success"
+
+
+def request_of(dialect: str, model: str, i: int, stream: bool) -> tuple[str, dict]:
+    """(path, body) of one request in a dialect."""
+    say = f"q{i}"
+    if dialect == "messages":
+        return "/v1/messages", {"model": model, "max_tokens": 64, "stream": stream,
+                                "messages": [{"role": "user", "content": say}]}
+    if dialect == "responses":
+        return "/v1/responses", {"model": model, "stream": stream, "input": say, "store": False}
+    return "/v1/chat/completions", {"model": model, "stream": stream, "messages": [{"role": "user", "content": say}]}
+
+
+CLASSIFY = {"chat": classify, "messages": classify_messages, "responses": classify_responses}
+
+
+async def run(base: str, model: str, n: int, concurrency: int,
+              dialects: tuple[str, ...] = ("chat",)) -> tuple[dict, list[float]]:
     counts: dict[str, int] = {}
     latencies: list[float] = []
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
         async def one(i: int) -> None:
             stream = i % 2 == 1
+            dialect = dialects[(i // 2) % len(dialects)]
+            path, body = request_of(dialect, model, i, stream)
             async with sem:
                 started = time.monotonic()
                 try:
-                    r = await client.post(base + "/v1/chat/completions", json={
-                        "model": model, "stream": stream, "messages": [{"role": "user", "content": f"q{i}"}]})
-                    kind = classify(r.status_code, r.headers, r.content, stream)
+                    r = await client.post(base + path, json=body)
+                    kind = CLASSIFY[dialect](r.status_code, r.headers, r.content, stream)
+                    kind = kind if len(dialects) == 1 else f"{dialect}:{kind}"
                 except httpx.HTTPError as exc:
                     kind = f"client_error:{type(exc).__name__}"
                 latencies.append(time.monotonic() - started)
@@ -120,6 +215,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="per path")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--paths", nargs="+", default=["native", "litellm"])
+    parser.add_argument("--dialects", nargs="+", default=["chat"], choices=sorted(CLASSIFY))
     args = parser.parse_args()
     ups = [MockUpstream(), MockUpstream()]
     models = "\n".join(MODEL.format(p=p, i=i, url=ups[i - 1].url) for p in args.paths for i in (1, 2))
@@ -136,11 +232,13 @@ def main() -> int:
             up.script("*", [], default=MIX)
         for path in args.paths:
             started = time.monotonic()
-            counts, latencies = asyncio.run(run(gw.base, f"chaos-{path}", args.requests, args.concurrency))
+            counts, latencies = asyncio.run(run(gw.base, f"chaos-{path}", args.requests, args.concurrency,
+                                                tuple(args.dialects)))
             wall = time.monotonic() - started
             latencies.sort()
             late = sum(1 for x in latencies if x > DEADLINE + LATE)
-            bad = {k: counts.get(k, 0) for k in ("malformed", "empty_success", "gateway_5xx")}
+            bad = {k: sum(n for kind, n in counts.items() if kind.split(":")[-1] == k)
+                   for k in ("malformed", "empty_success", "gateway_5xx")}
             print(f"[{path}] {args.requests} requests at concurrency {args.concurrency} in {wall:.1f}s")
             for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]):
                 print(f"  {kind:<22} {count:>6}  ({100 * count / args.requests:.1f}%)")
@@ -149,7 +247,7 @@ def main() -> int:
             print(f"  client latency p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, "
                   f"p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.0f} ms, worst {latencies[-1] * 1e3:.0f} ms "
                   f"(deadline {DEADLINE * 1e3:.0f} ms)")
-            ok = ok and not any(bad.values()) and not any(k.startswith("client_error") for k in counts)
+            ok = ok and not any(bad.values()) and not any("client_error" in k for k in counts)
     finally:
         if gw is not None:
             gw.stop()
