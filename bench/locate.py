@@ -35,7 +35,7 @@ def gateway_command(source: str | None, python: str) -> tuple[list[str], dict[st
     tree = REPO if source is None else source
     if os.path.isdir(os.path.join(tree, "gateway")):
         path = os.path.abspath(tree) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-        return [python, "-m", "gateway"], {"PYTHONPATH": path}
+        return [python, "-P", "-m", "gateway"], {"PYTHONPATH": path}  # -P: not the working directory first
     if os.access(tree, os.X_OK) and not os.path.isdir(tree):
         return [tree], {}
     sys.exit(f"{tree}: neither a gateway executable nor a source tree with gateway/")

@@ -52,7 +52,7 @@ boosted() {  # boosted CPUS LOGFILE CMD...
   echo $!
 }
 
-if [ -n "${GATEWAY_BIN:-}" ]; then GW=("$GATEWAY_BIN"); else GW=(env "PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m gateway); fi
+if [ -n "${GATEWAY_BIN:-}" ]; then GW=("$GATEWAY_BIN"); else GW=(env "PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -P -m gateway); fi
 MOCK_PID=$(boosted 0 "$OUT/mock.log" "$PY" "$REPO/bench/mock_openai.py" --port "$MOCK_PORT")
 GW_PID=$(boosted 1 "$OUT/gateway.log" env GATEWAY_POLICY="$POLICY" BENCH_UPSTREAM_URL="http://127.0.0.1:$MOCK_PORT/v1" \
   GATEWAY_LOG_REQUESTS="$LOG_REQUESTS" LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 "${GW[@]}" serve --port "$GW_PORT")
