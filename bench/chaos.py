@@ -59,46 +59,41 @@ MIX = {"mix": [
 ]}
 
 
-def classify(status: int, headers, body: bytes, stream: bool) -> str:
-    """A Chat Completions answer."""
-    if status >= 500:
-        return "gateway_5xx"
-    if status != 200:
-        return f"http_{status}"
-    degraded = bool(headers.get("x-gateway-degraded"))
+class Verdict(Exception):
+    """An answer judged before its text is read: "malformed", or "stream_error_event" (an explicit end)."""
+
+
+def chat_text(body: bytes, stream: bool) -> str:
+    """The text of a Chat Completions answer, or Verdict."""
     if not stream:
         try:
             data = json.loads(body)
             if data.get("object") != "chat.completion" or not data["choices"]:
-                return "malformed"
-            text = data["choices"][0]["message"].get("content")
+                raise Verdict("malformed")
+            return data["choices"][0]["message"].get("content") or ""
         except (ValueError, KeyError, TypeError, AttributeError):
-            return "malformed"
-        return ("canned" if degraded else "real") if text else "empty_success"
+            raise Verdict("malformed") from None
     text = body.decode(errors="replace").strip()
     if not text.endswith("data: [DONE]"):
-        return "malformed"
+        raise Verdict("malformed")
     events = [line[6:] for line in text.split("\n") if line.startswith("data: ") and line[6:] != "[DONE]"]
     try:
         parsed = [json.loads(e) for e in events]
     except ValueError:
-        return "malformed"
+        raise Verdict("malformed") from None
     if any(not isinstance(p, dict) for p in parsed):
-        return "malformed"
+        raise Verdict("malformed")
     errors = [p for p in parsed if "error" in p]
     chunks = [p for p in parsed if "error" not in p]
     if any(p.get("object") != "chat.completion.chunk" or not isinstance(p.get("choices"), list) for p in chunks):
-        return "malformed"
+        raise Verdict("malformed")
     if errors:
-        return "stream_error_event" if errors == parsed[-1:] else "malformed"
-    content = "".join((c.get("delta") or {}).get("content") or "" for p in chunks for c in p["choices"])
-    if not content:
-        return "empty_success"
-    return "canned" if degraded else "real"
+        raise Verdict("stream_error_event" if errors == parsed[-1:] else "malformed")
+    return "".join((c.get("delta") or {}).get("content") or "" for p in chunks for c in p["choices"])
 
 
-def _events(body: bytes) -> list[tuple[str | None, dict]] | None:
-    """(event name, parsed data) of every SSE event; None when one is not JSON."""
+def _events(body: bytes) -> list[tuple[str | None, dict]]:
+    """(event name, parsed data) of every SSE event; Verdict when one is not JSON."""
     out = []
     for block in body.decode(errors="replace").replace("\r\n", "\n").split("\n\n"):
         name = next((line[6:].strip() for line in block.split("\n") if line.startswith("event:")), None)
@@ -108,67 +103,74 @@ def _events(body: bytes) -> list[tuple[str | None, dict]] | None:
         try:
             parsed = json.loads(data)
         except ValueError:
-            return None
+            raise Verdict("malformed") from None
         out.append((name, parsed if isinstance(parsed, dict) else {}))
     return out
 
 
-def classify_messages(status: int, headers, body: bytes, stream: bool) -> str:
-    """An Anthropic Messages answer: a `message`, or message_start … message_stop (or an `error` event)."""
-    if status >= 500:
-        return "gateway_5xx"
-    if status != 200:
-        return f"http_{status}"
-    degraded = bool(headers.get("x-gateway-degraded"))
+def messages_text(body: bytes, stream: bool) -> str:
+    """The text of an Anthropic Messages answer: a `message`, or message_start … message_stop (or an `error`
+    event); or Verdict."""
     if not stream:
         try:
             data = json.loads(body)
             if data.get("type") != "message" or not isinstance(data.get("content"), list):
-                return "malformed"
-            text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+                raise Verdict("malformed")
+            return "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
         except (ValueError, TypeError, AttributeError):
-            return "malformed"
-        return ("canned" if degraded else "real") if text else "empty_success"
+            raise Verdict("malformed") from None
     events = _events(body)
     if not events or events[0][0] != "message_start" or any(d.get("type") != n for n, d in events):
-        return "malformed"
+        raise Verdict("malformed")
     if events[-1][0] == "error":
-        return "stream_error_event"
+        raise Verdict("stream_error_event")
     if events[-1][0] != "message_stop":
-        return "malformed"
-    text = "".join(d["delta"].get("text", "") for n, d in events
+        raise Verdict("malformed")
+    return "".join(d["delta"].get("text", "") for n, d in events
                    if n == "content_block_delta" and isinstance(d.get("delta"), dict))
-    return ("canned" if degraded else "real") if text else "empty_success"
 
 
-def classify_responses(status: int, headers, body: bytes, stream: bool) -> str:
-    """An OpenAI Responses answer: a `response`, or response.created … response.completed (or .failed)."""
-    if status >= 500:
-        return "gateway_5xx"
-    if status != 200:
-        return f"http_{status}"
-    degraded = bool(headers.get("x-gateway-degraded"))
+def responses_text(body: bytes, stream: bool) -> str:
+    """The text of an OpenAI Responses answer: a `response`, or response.created … response.completed (or
+    .failed); or Verdict."""
     if not stream:
         try:
             data = json.loads(body)
             if data.get("object") != "response" or data.get("status") not in ("completed", "incomplete"):
-                return "malformed"
-            text = "".join(p.get("text", "") for item in data["output"] if item.get("type") == "message"
+                raise Verdict("malformed")
+            return "".join(p.get("text", "") for item in data["output"] if item.get("type") == "message"
                            for p in item.get("content") or [])
         except (ValueError, TypeError, AttributeError, KeyError):
-            return "malformed"
-        return ("canned" if degraded else "real") if text else "empty_success"
+            raise Verdict("malformed") from None
     events = _events(body)
     if not events or events[0][0] != "response.created" or any(
             d.get("type") != n or d.get("sequence_number") != i for i, (n, d) in enumerate(events)):
-        return "malformed"
+        raise Verdict("malformed")
     last = events[-1][0]
     if last == "response.failed":
-        return "stream_error_event"
+        raise Verdict("stream_error_event")
     if last not in ("response.completed", "response.incomplete"):
-        return "malformed"
-    text = "".join(d.get("delta", "") for n, d in events if n == "response.output_text.delta")
-    return ("canned" if degraded else "real") if text else "empty_success"
+        raise Verdict("malformed")
+    return "".join(d.get("delta", "") for n, d in events if n == "response.output_text.delta")
+
+
+TEXT_OF = {"chat": chat_text, "messages": messages_text, "responses": responses_text}
+
+
+def classify(dialect: str, status: int, headers, body: bytes, stream: bool) -> str:
+    """One answer's kind: a 5xx or other status, malformed, an explicit stream error, real, canned, or an
+    empty "success"."""
+    if status >= 500:
+        return "gateway_5xx"
+    if status != 200:
+        return f"http_{status}"
+    try:
+        text = TEXT_OF[dialect](body, stream)
+    except Verdict as verdict:
+        return str(verdict)
+    if not text:
+        return "empty_success"
+    return "canned" if headers.get("x-gateway-degraded") else "real"
 
 
 def request_of(dialect: str, model: str, i: int, stream: bool) -> tuple[str, dict]:
@@ -180,9 +182,6 @@ def request_of(dialect: str, model: str, i: int, stream: bool) -> tuple[str, dic
     if dialect == "responses":
         return "/v1/responses", {"model": model, "stream": stream, "input": say, "store": False}
     return "/v1/chat/completions", {"model": model, "stream": stream, "messages": [{"role": "user", "content": say}]}
-
-
-CLASSIFY = {"chat": classify, "messages": classify_messages, "responses": classify_responses}
 
 
 async def run(base: str, model: str, n: int, concurrency: int,
@@ -199,7 +198,7 @@ async def run(base: str, model: str, n: int, concurrency: int,
                 started = time.monotonic()
                 try:
                     r = await client.post(base + path, json=body)
-                    kind = CLASSIFY[dialect](r.status_code, r.headers, r.content, stream)
+                    kind = classify(dialect, r.status_code, r.headers, r.content, stream)
                     kind = kind if len(dialects) == 1 else f"{dialect}:{kind}"
                 except httpx.HTTPError as exc:
                     kind = f"client_error:{type(exc).__name__}"
@@ -215,7 +214,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="per path")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--paths", nargs="+", default=["native", "litellm"])
-    parser.add_argument("--dialects", nargs="+", default=["chat"], choices=sorted(CLASSIFY))
+    parser.add_argument("--dialects", nargs="+", default=["chat"], choices=sorted(TEXT_OF))
     args = parser.parse_args()
     ups = [MockUpstream(), MockUpstream()]
     models = "\n".join(MODEL.format(p=p, i=i, url=ups[i - 1].url) for p in args.paths for i in (1, 2))
