@@ -22,7 +22,7 @@ import orjson
 from gateway.providers.base import Completion, UpstreamCall, Usage, token_count
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
 from gateway.providers.litellm_client import LitellmProvider, LitellmStream
-from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_json
+from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, hand_back, post, read_json
 from gateway.providers.sse import data_of
 
 # Anthropic's error types and the HTTP status each comes with (an error event in a stream has no status).
@@ -376,10 +376,7 @@ class AnthropicStream:
         self._pending.clear()
         if not self._closed:
             self._closed = True
-            if self._done:
-                self._response.release()
-            else:
-                self._response.close()  # stop the upstream: do not return a half-read connection to the pool
+            hand_back(self._response, self._done)
 
 
 def _json(data: bytes | None) -> dict:

@@ -46,10 +46,7 @@ async def post(session: aiohttp.ClientSession, url: str, data: bytes, headers: M
         except BaseException as exc:
             raise classify(exc) from None
         finally:
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()  # a rest was left unread: this connection cannot be reused
+            hand_back(response, response.content.at_eof())
         raise error_of(response.status, raw, response.headers)
     return response
 
@@ -70,6 +67,15 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int, truncate: bool
             raise UpstreamError("oversized", f"the upstream answer is over the cap of {cap} bytes", status=200)
         parts.append(piece)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def hand_back(response: aiohttp.ClientResponse, read_to_end: bool) -> None:
+    """Give a response's connection back to the pool only when it was read to the end; otherwise close it,
+    which also stops the upstream (a half-read connection must never be reused)."""
+    if read_to_end:
+        response.release()
+    else:
+        response.close()
 
 
 async def read_json(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, object]:

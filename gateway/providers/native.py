@@ -15,7 +15,7 @@ import orjson
 
 from gateway.providers.base import Completion, UpstreamCall, Usage, asks_usage, with_usage
 from gateway.providers.errors import UpstreamError, kind_for_status, parse_retry_after
-from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, post, read_json
+from gateway.providers.http import MAX_BODY_BYTES, MAX_EVENT_BYTES, MODEL_KEY, classify, hand_back, post, read_json
 from gateway.providers.sse import data_of as _data_of, text_chars as _text_chars
 
 _JSON = {"Content-Type": "application/json"}
@@ -172,10 +172,7 @@ class NativeStream:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._done:
-                self._response.release()
-            else:
-                self._response.close()  # stop the upstream: do not return a half-read connection to the pool
+            hand_back(self._response, self._done)
 
 
 def _message_of(raw: bytes) -> tuple[str, dict | None]:
