@@ -79,7 +79,6 @@ def cloud_budget(c: Checker, spec, where: str, edge_only: bool = False) -> float
     return None if value is None else float(value)
 
 
-
 def compile_shadow(c: Checker, feedback_map, models: dict[str, ModelSpec]) -> ShadowSpec | None:
     """`feedback.shadow`: rate, daily budget and the judge, a chat model of this policy."""
     spec = c.mapping(feedback_map.get("shadow"), c.line_of(feedback_map, "shadow"), "feedback.shadow")
@@ -103,8 +102,6 @@ def compile_shadow(c: Checker, feedback_map, models: dict[str, ModelSpec]) -> Sh
     if judge is None or rate is None or budget is None:
         return None
     return ShadowSpec(float(rate), float(budget), judge, int(max_tokens))
-
-
 
 
 def compile_breaker(c: Checker, data) -> BreakerSpec:
